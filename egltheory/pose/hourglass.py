@@ -1,0 +1,222 @@
+"""Newell et al.'s stacked hourglass network (ECCV 2016) in Flax NNX.
+
+Architecture (Newell's Torch ``hg.lua`` with ``nModules = 1``), for ``channels = F``:
+
+* stem: 7×7/2 conv (3 → F/4) + BN + ReLU, Residual(F/4 → F/2), 2×2 max-pool,
+  Residual(F/2 → F/2), Residual(F/2 → F): input ``H×W`` → features ``H/4 × W/4``;
+* per stack: Hourglass(depth, F), Residual(F → F), "lin" = 1×1 conv + BN + ReLU (the
+  penultimate feature map), a 1×1 conv to ``n_joints`` heatmaps; between stacks (not after the last
+  one, so every parameter is used) the features are re-injected:
+  ``x ← x + conv1×1(lin) + conv1×1(heatmaps)``;
+* Residual = pre-activation bottleneck BN-ReLU-conv1×1(F/2)-BN-ReLU-conv3×3(F/2)-BN-ReLU-conv1×1(F)
+  plus the identity (or a 1×1 conv when the channel count changes);
+* Hourglass(n): ``up1 = Res(x)``; ``low = Res(maxpool(x))``; ``low = Hourglass(n-1)(low)`` or
+  ``Res(low)`` at ``n = 1``; ``low = Res(low)``; output ``up1 + nearest_upsample(low)``.
+
+Every conv has a bias, as in Newell's code. The paper configuration (2 stacks, 256 channels,
+depth 4, 16 joints) has 6,570,400 trainable parameters (``count_params``; the test recomputes it
+from the formula above).
+
+The model returns all stacks' heatmaps ``[B, S, H/4, W/4, J]`` (intermediate supervision: the loss
+is applied to every stack). ``forward_with_features`` also returns the EGL++/core-set embedding,
+the global-average-pooled penultimate ("lin") feature map of the last stack ``[B, F]``, and the
+multi-scale features of the last hourglass used by the learning-loss module.
+
+``dtype`` sets the compute dtype (``jnp.bfloat16`` on GPU), ``precision`` the matmul/conv precision
+(``"tensorfloat32"`` / ``"highest"``); parameters stay float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = [
+    "Hourglass",
+    "HourglassConfig",
+    "Residual",
+    "StackedHourglass",
+    "count_params",
+    "global_average_pool",
+]
+
+
+@dataclass(frozen=True)
+class HourglassConfig:
+    """Hyper-parameters of a stacked hourglass.
+
+    ``n_stacks=2, channels=256, depth=4, n_joints=16`` is the paper's (EGL++, Table 1) model.
+    ``input_size`` must be divisible by ``4 · 2**depth`` so every pooling level is exact.
+    """
+
+    n_stacks: int = 2
+    channels: int = 256
+    depth: int = 4
+    n_joints: int = 16
+    input_size: int = 256
+    in_channels: int = 3
+    bn_momentum: float = 0.9
+    dtype: Any = None
+    precision: Any = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_stacks", "channels", "depth", "n_joints", "input_size", "in_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.channels % 4:
+            raise ValueError(f"channels must be divisible by 4, got {self.channels}")
+        if self.input_size % (4 * 2**self.depth):
+            raise ValueError(
+                f"input_size must be divisible by 4 * 2**depth = {4 * 2**self.depth}, "
+                f"got {self.input_size}"
+            )
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.input_size // 4
+
+
+def _conv(cfg: HourglassConfig, c_in: int, c_out: int, k: int, rngs: nnx.Rngs, stride: int = 1):
+    return nnx.Conv(
+        c_in,
+        c_out,
+        kernel_size=(k, k),
+        strides=(stride, stride),
+        padding="SAME",
+        dtype=cfg.dtype,
+        precision=cfg.precision,
+        rngs=rngs,
+    )
+
+
+def _bn(cfg: HourglassConfig, c: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    return nnx.BatchNorm(c, momentum=cfg.bn_momentum, epsilon=1e-5, dtype=cfg.dtype, rngs=rngs)
+
+
+def _max_pool2(x: jax.Array) -> jax.Array:
+    """x: [B, H, W, C] -> [B, H/2, W/2, C]."""
+    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+
+
+def _upsample2(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour ×2 upsampling, x: [B, H, W, C] -> [B, 2H, 2W, C]."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def global_average_pool(features: jax.Array) -> jax.Array:
+    """features: [B, H, W, C] -> [B, C] (mean over space, in float32)."""
+    return jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+
+
+class Residual(nnx.Module):
+    """Pre-activation bottleneck residual block (Newell's ``Residual(c_in, c_out)``)."""
+
+    def __init__(self, cfg: HourglassConfig, c_in: int, c_out: int, *, rngs: nnx.Rngs):
+        mid = c_out // 2
+        self.bn1 = _bn(cfg, c_in, rngs)
+        self.conv1 = _conv(cfg, c_in, mid, 1, rngs)
+        self.bn2 = _bn(cfg, mid, rngs)
+        self.conv2 = _conv(cfg, mid, mid, 3, rngs)
+        self.bn3 = _bn(cfg, mid, rngs)
+        self.conv3 = _conv(cfg, mid, c_out, 1, rngs)
+        self.skip = _conv(cfg, c_in, c_out, 1, rngs) if c_in != c_out else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [B, H, W, c_in] -> [B, H, W, c_out]."""
+        h = self.conv1(jax.nn.relu(self.bn1(x)))
+        h = self.conv2(jax.nn.relu(self.bn2(h)))
+        h = self.conv3(jax.nn.relu(self.bn3(h)))
+        return h + (x if self.skip is None else self.skip(x))
+
+
+class Hourglass(nnx.Module):
+    """One recursive hourglass of the given depth, ``channels`` features throughout."""
+
+    def __init__(self, cfg: HourglassConfig, depth: int, *, rngs: nnx.Rngs):
+        f = cfg.channels
+        self.up1 = Residual(cfg, f, f, rngs=rngs)
+        self.low1 = Residual(cfg, f, f, rngs=rngs)
+        self.low2 = (
+            Hourglass(cfg, depth - 1, rngs=rngs) if depth > 1 else Residual(cfg, f, f, rngs=rngs)
+        )
+        self.low3 = Residual(cfg, f, f, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+        """x: [B, H, W, F] -> (out [B, H, W, F], per-level outputs, finest first)."""
+        up1 = self.up1(x)
+        low = self.low1(_max_pool2(x))
+        if isinstance(self.low2, Hourglass):
+            low, inner = self.low2(low)
+        else:
+            low, inner = self.low2(low), []
+        low = self.low3(low)
+        out = up1 + _upsample2(low)
+        return out, [out, *inner]
+
+
+class StackedHourglass(nnx.Module):
+    """Stacked hourglass: ``x [B, S_in, S_in, 3] -> heatmaps [B, n_stacks, S_in/4, S_in/4, J]``."""
+
+    def __init__(self, cfg: HourglassConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        f = cfg.channels
+        self.stem_conv = _conv(cfg, cfg.in_channels, f // 4, 7, rngs, stride=2)
+        self.stem_bn = _bn(cfg, f // 4, rngs)
+        self.stem_res1 = Residual(cfg, f // 4, f // 2, rngs=rngs)
+        self.stem_res2 = Residual(cfg, f // 2, f // 2, rngs=rngs)
+        self.stem_res3 = Residual(cfg, f // 2, f, rngs=rngs)
+        self.hourglasses = nnx.List(
+            [Hourglass(cfg, cfg.depth, rngs=rngs) for _ in range(cfg.n_stacks)]
+        )
+        self.post = nnx.List([Residual(cfg, f, f, rngs=rngs) for _ in range(cfg.n_stacks)])
+        self.lin_conv = nnx.List([_conv(cfg, f, f, 1, rngs) for _ in range(cfg.n_stacks)])
+        self.lin_bn = nnx.List([_bn(cfg, f, rngs) for _ in range(cfg.n_stacks)])
+        self.head = nnx.List([_conv(cfg, f, cfg.n_joints, 1, rngs) for _ in range(cfg.n_stacks)])
+        # Re-injection convs exist only between stacks (none after the last): all params are used.
+        self.merge_features = nnx.List([_conv(cfg, f, f, 1, rngs) for _ in range(cfg.n_stacks - 1)])
+        self.merge_heatmaps = nnx.List(
+            [_conv(cfg, cfg.n_joints, f, 1, rngs) for _ in range(cfg.n_stacks - 1)]
+        )
+
+    def _check_input(self, x: jax.Array) -> None:
+        s, c = self.cfg.input_size, self.cfg.in_channels
+        if x.ndim != 4 or x.shape[1:] != (s, s, c):
+            raise ValueError(f"x must have shape [B, {s}, {s}, {c}], got {tuple(x.shape)}")
+
+    def forward_with_features(self, x: jax.Array) -> tuple[jax.Array, jax.Array, list[jax.Array]]:
+        """x: [B, S, S, C_in] -> (heatmaps [B, n_stacks, S/4, S/4, J] float32,
+        embedding [B, F] = GAP of the last stack's penultimate ("lin") features,
+        multiscale: list of the last hourglass's per-level outputs [B, S/4/2**l, S/4/2**l, F])."""
+        self._check_input(x)
+        h = jax.nn.relu(self.stem_bn(self.stem_conv(x)))
+        h = self.stem_res1(h)
+        h = self.stem_res2(_max_pool2(h))
+        h = self.stem_res3(h)
+        heatmaps, lin, levels = [], None, []
+        for s in range(self.cfg.n_stacks):
+            hg, levels = self.hourglasses[s](h)
+            lin = jax.nn.relu(self.lin_bn[s](self.lin_conv[s](self.post[s](hg))))
+            out = self.head[s](lin)
+            heatmaps.append(out.astype(jnp.float32))
+            if s < self.cfg.n_stacks - 1:
+                h = h + self.merge_features[s](lin) + self.merge_heatmaps[s](out)
+        return jnp.stack(heatmaps, axis=1), global_average_pool(lin), levels
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [B, S, S, C_in] -> heatmaps [B, n_stacks, S/4, S/4, J] (float32)."""
+        return self.forward_with_features(x)[0]
+
+    def embed(self, x: jax.Array) -> jax.Array:
+        """x: [B, S, S, C_in] -> embedding [B, F]."""
+        return self.forward_with_features(x)[1]
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of trainable scalars (``nnx.Param``; BatchNorm running statistics excluded)."""
+    params = nnx.state(model, nnx.Param)
+    return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))

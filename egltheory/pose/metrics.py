@@ -1,0 +1,180 @@
+"""Pose-estimation metrics: PCK, PCKh@0.5 (MPII), PCK@0.2 (LSP) and heatmap decoding.
+
+* ``pck(pred, gt, visible, normalisers, threshold)``: per joint, the share of its visible instances
+  whose error ``‖pred − gt‖ / normaliser ≤ threshold``.
+* ``pckh``: MPII's official evaluation (``evalPCKh.m``): normaliser = ``0.6 ×`` head-box diagonal
+  (``SC_BIAS = 0.6``), threshold 0.5; the reported mean excludes pelvis and thorax.
+  ``convention="authors"`` reproduces the EGL++ authors' public code, which normalises by the FULL
+  head diagonal (no 0.6 factor): at the same threshold it is more lenient (threshold × 1/0.6).
+  ``pck_curve`` evaluates a grid of thresholds (the authors report areas under such a grid too).
+* ``pck_lsp``: PCK@0.2 with the torso diameter (left shoulder ↔ right hip) as normaliser.
+* ``decode_heatmaps``: arg-max per joint heatmap refined by a quarter pixel toward the higher
+  neighbour (Newell et al.), mapped to input-image pixel coordinates.
+
+Coordinates are ``(x, y)`` in pixels with pixel centres at integers. A heatmap pixel ``u``
+covers input pixels ``[stride·u, stride·(u+1))``, so its centre is at ``stride·(u + ½) − ½``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "LSP_FLIP_PAIRS",
+    "LSP_JOINTS",
+    "MPII_FLIP_PAIRS",
+    "MPII_JOINTS",
+    "decode_heatmaps",
+    "head_normaliser",
+    "heatmap_to_image_coords",
+    "image_to_heatmap_coords",
+    "pck",
+    "pck_curve",
+    "pck_lsp",
+    "pckh",
+    "torso_diameter",
+]
+
+MPII_JOINTS = (
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
+    "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow",
+    "l_wrist",
+)  # fmt: skip
+LSP_JOINTS = (
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow",
+    "r_shoulder", "l_shoulder", "l_elbow", "l_wrist", "neck", "head_top",
+)  # fmt: skip
+MPII_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
+LSP_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9))
+MPII_SC_BIAS = 0.6
+
+
+def _check_pose_arrays(pred, gt, visible, normalisers):
+    pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    visible, normalisers = np.asarray(visible), np.asarray(normalisers, dtype=np.float64)
+    if gt.ndim != 3 or gt.shape[-1] != 2:
+        raise ValueError(f"gt must have shape [N, J, 2], got {gt.shape}")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred must have the shape of gt {gt.shape}, got {pred.shape}")
+    if visible.shape != gt.shape[:2] or visible.dtype != bool:
+        raise ValueError(f"visible must be a bool array of shape {gt.shape[:2]}, got "
+                         f"{visible.dtype} {visible.shape}")  # fmt: skip
+    if normalisers.shape != gt.shape[:1]:
+        raise ValueError(f"normalisers must have shape [{gt.shape[0]}], got {normalisers.shape}")
+    if not np.all(np.isfinite(normalisers)) or np.any(normalisers <= 0):
+        raise ValueError("normalisers must be finite and > 0")
+    if np.any(~np.isfinite(pred)):
+        raise ValueError("pred contains NaN or inf")
+    if np.any(~np.isfinite(gt[visible])):
+        raise ValueError("gt contains NaN or inf at visible joints")
+    return pred, gt, visible, normalisers
+
+
+def pck_curve(pred, gt, visible, normalisers, thresholds) -> np.ndarray:
+    """PCK at several thresholds.
+
+    pred, gt: [N, J, 2]; visible: [N, J] bool; normalisers: [N] > 0; thresholds: [T]
+    -> [T, J] share of visible instances with ‖pred − gt‖ / normaliser ≤ threshold
+    (NaN for a joint with no visible instance).
+    """
+    pred, gt, visible, normalisers = _check_pose_arrays(pred, gt, visible, normalisers)
+    thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+    if np.any(thresholds < 0):
+        raise ValueError("thresholds must be >= 0")
+    err = np.linalg.norm(np.where(visible[..., None], pred - gt, 0.0), axis=-1)
+    err = err / normalisers[:, None]  # [N, J]
+    hits = (err[None] <= thresholds[:, None, None]) & visible[None]  # [T, N, J]
+    n_vis = visible.sum(axis=0)  # [J]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_vis > 0, hits.sum(axis=1) / np.maximum(n_vis, 1), np.nan)
+
+
+def pck(pred, gt, visible, normalisers, threshold: float) -> np.ndarray:
+    """pred, gt: [N, J, 2]; visible: [N, J] bool; normalisers: [N] -> per-joint PCK [J]."""
+    return pck_curve(pred, gt, visible, normalisers, [threshold])[0]
+
+
+def head_normaliser(head_boxes, convention: str = "official") -> np.ndarray:
+    """head_boxes: [N, 4] as (x1, y1, x2, y2) -> [N] PCKh normaliser.
+
+    "official": 0.6 × diagonal (MPII ``evalPCKh.m``); "authors": the full diagonal (EGL++ code).
+    """
+    boxes = np.asarray(head_boxes, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"head_boxes must have shape [N, 4], got {boxes.shape}")
+    diag = np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    if convention == "official":
+        return MPII_SC_BIAS * diag
+    if convention == "authors":
+        return diag
+    raise ValueError(f"convention must be 'official' or 'authors', got {convention!r}")
+
+
+def pckh(pred, gt, visible, head_boxes, threshold: float = 0.5, convention: str = "official"):
+    """PCKh (MPII). Returns (per_joint [16], mean over the 14 joints other than pelvis/thorax).
+
+    The mean is over all visible instances of those joints (as MPII's table "Total").
+    """
+    gt_arr = np.asarray(gt)
+    if gt_arr.ndim != 3 or gt_arr.shape[1] != len(MPII_JOINTS):
+        raise ValueError(f"gt must have shape [N, 16, 2] (MPII order), got {gt_arr.shape}")
+    norm = head_normaliser(head_boxes, convention)
+    per_joint = pck(pred, gt, visible, norm, threshold)
+    keep = np.array([j not in ("pelvis", "thorax") for j in MPII_JOINTS])
+    counts = np.asarray(visible).sum(axis=0)[keep]
+    mean = float(np.nansum(per_joint[keep] * counts) / max(counts.sum(), 1))
+    return per_joint, mean
+
+
+def torso_diameter(gt, joint_names=LSP_JOINTS) -> np.ndarray:
+    """gt: [N, J, 2] -> [N] distance between the left shoulder and the right hip."""
+    gt = np.asarray(gt, dtype=np.float64)
+    ls, rh = joint_names.index("l_shoulder"), joint_names.index("r_hip")
+    return np.linalg.norm(gt[:, ls] - gt[:, rh], axis=-1)
+
+
+def pck_lsp(pred, gt, visible, threshold: float = 0.2, joint_names=LSP_JOINTS):
+    """PCK@threshold, torso-diameter normaliser -> (per_joint [J], mean over visible instances)."""
+    norm = torso_diameter(gt, joint_names)
+    per_joint = pck(pred, gt, visible, np.maximum(norm, 1e-6), threshold)
+    counts = np.asarray(visible).sum(axis=0)
+    mean = float(np.nansum(per_joint * counts) / max(counts.sum(), 1))
+    return per_joint, mean
+
+
+def heatmap_to_image_coords(coords, stride: int):
+    """coords: [..., 2] in heatmap pixels -> input-image pixels (centre-aligned)."""
+    return stride * (np.asarray(coords, dtype=np.float64) + 0.5) - 0.5
+
+
+def image_to_heatmap_coords(coords, stride: int):
+    """coords: [..., 2] in input-image pixels -> heatmap pixels (inverse of the above)."""
+    return (np.asarray(coords, dtype=np.float64) + 0.5) / stride - 0.5
+
+
+def decode_heatmaps(heatmaps, stride: int = 1, refine: bool = True) -> np.ndarray:
+    """heatmaps: [N, H, W, J] -> coordinates [N, J, 2] (x, y) in input pixels.
+
+    Arg-max per joint; with ``refine`` the peak moves 0.25 heatmap pixels toward the higher of its
+    two neighbours along x and along y (Newell et al.), where both neighbours exist.
+    """
+    hm = np.asarray(heatmaps, dtype=np.float64)
+    if hm.ndim != 4:
+        raise ValueError(f"heatmaps must have shape [N, H, W, J], got {hm.shape}")
+    n, h, w, j = hm.shape
+    flat = hm.transpose(0, 3, 1, 2).reshape(n, j, h * w)
+    idx = np.argmax(flat, axis=-1)
+    y, x = np.divmod(idx, w)
+    coords = np.stack([x, y], axis=-1).astype(np.float64)
+    if refine:
+        hm_nj = hm.transpose(0, 3, 1, 2)  # [N, J, H, W]
+        ni, ji = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
+        xl, xr = np.clip(x - 1, 0, w - 1), np.clip(x + 1, 0, w - 1)
+        yu, yd = np.clip(y - 1, 0, h - 1), np.clip(y + 1, 0, h - 1)
+        dx = np.sign(hm_nj[ni, ji, y, xr] - hm_nj[ni, ji, y, xl])
+        dy = np.sign(hm_nj[ni, ji, yd, x] - hm_nj[ni, ji, yu, x])
+        inner_x = (x > 0) & (x < w - 1)
+        inner_y = (y > 0) & (y < h - 1)
+        coords[..., 0] += np.where(inner_x, 0.25 * dx, 0.0)
+        coords[..., 1] += np.where(inner_y, 0.25 * dy, 0.0)
+    return heatmap_to_image_coords(coords, stride)
