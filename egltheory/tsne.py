@@ -1,0 +1,302 @@
+"""t-SNE conditional probabilities from unlabelled queries to labelled references (Eq. 13).
+
+For a query embedding ``e_i`` and reference embeddings ``e_j`` (the labelled set only),
+
+    p_{j|i} = exp(-β_i d_ij) / Σ_k exp(-β_i d_ik),   d_ij = ‖e_i − e_j‖²,   β_i = 1 / (2 σ_i²),
+
+with ``β_i`` chosen per row so that the row's perplexity equals the target. The solver
+
+* works on all rows of a chunk at once (vectorised, ``jax.lax.while_loop`` until every row has
+  converged) and maps over row chunks with ``jax.lax.map``, so a 20,000 × 5,000 problem needs
+  ``chunk_size × N_r`` working memory plus the ``[N_q, N_r]`` output;
+* is stable in log space: distances are shifted by the row minimum (which leaves p unchanged), so
+  ``w_j = exp(-β d'_j) ∈ (0, 1]`` with at least one ``w_j = 1``; ``log Z ≥ 0`` never under/overflows
+  and ``log p_j = -β d'_j − log Z``;
+* is a safeguarded Newton iteration on ``t = log β``: ``H(t) = log Z + β E_p[d']`` (nats) decreases
+  monotonically in ``t`` with ``dH/dt = −β² Var_p(d)``; a Newton step is taken when it stays inside
+  the current bracket, otherwise the bracket is bisected (or extended by a factor 2 in β while it is
+  still open, as scikit-learn does); ``solver="sklearn"`` follows scikit-learn's bisection path
+  exactly instead. It stops when ``|H − H*| ≤ tol`` (``tol = 1e-5`` nats, the same
+  criterion as ``sklearn.manifold._utils._binary_search_perplexity``), usually after 4–8 passes
+  instead of the 20–60 bisection steps of scikit-learn.
+
+Entropy conventions (``convention``):
+
+* ``"bits"`` — standard t-SNE: perplexity = 2^{H_bits} = e^{H_nats}; target ``H* = ln(perplexity)``
+  nats. This is what scikit-learn computes.
+* ``"nats-as-bits"`` — the EGL++ authors' public code: it computes the entropy in nats but compares
+  it to ``log2(perplexity)``, i.e. it treats nats as bits. Target ``H* = log2(perplexity)`` nats, so
+  the achieved (true) perplexity is ``e^{log2 P} = P^{1/ln 2} ≈ P^{1.4427}`` (≈ 75.3 for P = 20,
+  ≈ 135 for P = 30). :func:`effective_perplexity` returns it. Kept only for comparison with the
+  authors' numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from egltheory.validation import check_finite, check_ndim
+
+__all__ = [
+    "CONVENTIONS",
+    "conditional_probabilities",
+    "conditional_probabilities_from_sq_distances",
+    "effective_perplexity",
+    "perplexity_of",
+    "squared_distances",
+    "target_entropy",
+    "top_k_neighbours",
+]
+
+CONVENTIONS = ("bits", "nats-as-bits")
+
+
+def target_entropy(perplexity: float, convention: str = "bits") -> float:
+    """Entropy in nats that the bisection matches for ``perplexity`` under ``convention``."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"`convention` must be one of {CONVENTIONS}, got {convention!r}.")
+    if not (np.isfinite(perplexity) and perplexity >= 1.0):
+        raise ValueError(f"`perplexity` must be a finite number ≥ 1, got {perplexity!r}.")
+    return math.log(perplexity) if convention == "bits" else math.log2(perplexity)
+
+
+def effective_perplexity(perplexity: float, convention: str = "bits") -> float:
+    """True perplexity e^{H_nats} reached under ``convention`` (= P for "bits", P^{1/ln 2} else)."""
+    return math.exp(target_entropy(perplexity, convention))
+
+
+def squared_distances(query: jax.Array, reference: jax.Array) -> jax.Array:
+    """Squared Euclidean distances ``[Nq, Nr]`` (Gram form, clipped at 0 against round-off)."""
+    qq = jnp.sum(query * query, axis=1)[:, None]
+    rr = jnp.sum(reference * reference, axis=1)[None, :]
+    return jnp.maximum(qq + rr - 2.0 * query @ reference.T, 0.0)
+
+
+def perplexity_of(probs: jax.Array) -> jax.Array:
+    """Perplexity e^{H_nats} = 2^{H_bits} of each row of ``probs [N, M]`` → ``[N]``."""
+    plogp = jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0)
+    return jnp.exp(-jnp.sum(plogp, axis=-1))
+
+
+def _row_stats(beta: jax.Array, d: jax.Array):
+    """Entropy (nats) and dH/d log β per row, for precisions ``beta [B]`` and shifted ``d [B, M]``."""
+    logw = -beta[:, None] * d
+    w = jnp.exp(logw)
+    z = jnp.sum(w, axis=1)
+    mean_d = jnp.sum(w * d, axis=1) / z
+    mean_d2 = jnp.sum(w * d * d, axis=1) / z
+    var_d = jnp.maximum(mean_d2 - mean_d**2, 0.0)
+    entropy = jnp.log(z) + beta * mean_d
+    d_entropy = -(beta**2) * var_d  # dH / d log β
+    return entropy, d_entropy
+
+
+def _solve_chunk(
+    d: jax.Array, target: float, tol: float, max_iter: int, solver: str = "newton"
+) -> jax.Array:
+    """Probabilities ``[B, M]`` for one row chunk of squared distances ``d``.
+
+    The iterate ``x`` is ``log β`` for ``solver="newton"`` and ``β`` itself for ``"sklearn"`` (so
+    that the bisection arithmetic is bit-for-bit scikit-learn's).
+    """
+    d = d - jnp.min(d, axis=1, keepdims=True)
+    n = d.shape[0]
+    newton_mode = solver == "newton"
+    if newton_mode:
+        # Start where β·mean(d') = 1 (scale-free).
+        mean_d = jnp.mean(d, axis=1)
+        x0 = -jnp.log(jnp.where(mean_d > 0, mean_d, 1.0))
+    else:  # scikit-learn's path: β = 1, doubled/halved while open, arithmetic midpoint after.
+        x0 = jnp.ones((n,), d.dtype)
+    lo0 = jnp.full((n,), -jnp.inf, d.dtype)  # brackets on x, ±inf while open
+    hi0 = jnp.full((n,), jnp.inf, d.dtype)
+    log2 = jnp.log(jnp.asarray(2.0, d.dtype))
+
+    def cond(state):
+        it, _, _, _, done = state
+        return (it < max_iter) & ~jnp.all(done)
+
+    def body(state):
+        it, x, lo, hi, done = state
+        beta = jnp.exp(x) if newton_mode else x
+        h, dh = _row_stats(beta, d)
+        diff = h - target
+        converged = done | (jnp.abs(diff) <= tol)
+        # H too large -> need larger β -> raise lower bracket.
+        lo = jnp.where(diff > 0, x, lo)
+        hi = jnp.where(diff > 0, hi, x)
+        if newton_mode:
+            grow, shrink = x + log2, x - log2
+        else:
+            grow, shrink = x * 2.0, x / 2.0
+        mid = (lo + hi) / 2.0
+        x_new = jnp.where(jnp.isinf(hi), grow, jnp.where(jnp.isinf(lo), shrink, mid))
+        if newton_mode:
+            newton = x - diff / jnp.where(dh < 0, dh, -jnp.inf)
+            ok = (dh < 0) & (newton > lo) & (newton < hi) & jnp.isfinite(newton)
+            x_new = jnp.where(ok, newton, x_new)
+        x = jnp.where(converged, x, x_new)
+        return it + 1, x, lo, hi, converged
+
+    init = (jnp.asarray(0), x0, lo0, hi0, jnp.zeros((n,), bool))
+    _, x, _, _, _ = jax.lax.while_loop(cond, body, init)
+    beta = jnp.exp(x) if newton_mode else x
+    logw = -beta[:, None] * d
+    return jnp.exp(logw - jax.nn.logsumexp(logw, axis=1, keepdims=True))
+
+
+@partial(jax.jit, static_argnames=("max_iter", "chunk_size", "solver"))
+def _probabilities_from_sq(sq, target, tol, max_iter, chunk_size, solver):
+    n = sq.shape[0]
+    n_chunks = -(-n // chunk_size)
+    pad = n_chunks * chunk_size - n
+    sq_p = jnp.pad(sq, ((0, pad), (0, 0)))
+    chunks = sq_p.reshape(n_chunks, chunk_size, sq.shape[1])
+    out = jax.lax.map(lambda c: _solve_chunk(c, target, tol, max_iter, solver), chunks)
+    return out.reshape(n_chunks * chunk_size, sq.shape[1])[:n]
+
+
+@partial(jax.jit, static_argnames=("max_iter", "chunk_size", "solver"))
+def _probabilities_from_embeddings(query, reference, target, tol, max_iter, chunk_size, solver):
+    n = query.shape[0]
+    n_chunks = -(-n // chunk_size)
+    pad = n_chunks * chunk_size - n
+    q = jnp.pad(query, ((0, pad), (0, 0))).reshape(n_chunks, chunk_size, query.shape[1])
+    solve = lambda qc: _solve_chunk(squared_distances(qc, reference), target, tol, max_iter, solver)
+    out = jax.lax.map(solve, q)
+    return out.reshape(n_chunks * chunk_size, reference.shape[0])[:n]
+
+
+SOLVERS = ("newton", "sklearn")
+
+
+def _check_solver(solver: str) -> str:
+    if solver not in SOLVERS:
+        raise ValueError(f"`solver` must be one of {SOLVERS}, got {solver!r}.")
+    return solver
+
+
+def _check_common(n_ref: int, perplexity: float, convention: str, tol: float, chunk_size: int):
+    target = target_entropy(perplexity, convention)
+    if n_ref < 1:
+        raise ValueError("`reference` must contain at least one labelled embedding, got 0 rows.")
+    if effective_perplexity(perplexity, convention) > n_ref:
+        raise ValueError(
+            f"`perplexity` {perplexity} (effective {effective_perplexity(perplexity, convention):.4g}"
+            f" under convention {convention!r}) exceeds the number of reference rows {n_ref}; "
+            "no σ reaches it."
+        )
+    if not tol > 0:
+        raise ValueError(f"`tol` must be > 0, got {tol!r}.")
+    if int(chunk_size) < 1:
+        raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
+    return target
+
+
+def conditional_probabilities_from_sq_distances(
+    sq_distances: jax.Array,
+    perplexity: float = 30.0,
+    convention: str = "bits",
+    *,
+    chunk_size: int = 1024,
+    tol: float = 1e-5,
+    max_iter: int = 100,
+    solver: str = "newton",
+) -> jax.Array:
+    """Eq. 13 from precomputed squared distances ``[Nq, Nr]`` → probabilities ``[Nq, Nr]``.
+
+    ``tol`` is the tolerance on the row entropy in nats (scikit-learn's criterion).
+    """
+    check_ndim("sq_distances", sq_distances, 2, "[Nq, Nr]")
+    check_finite("sq_distances", sq_distances)
+    sq = jnp.asarray(sq_distances)
+    if not jnp.issubdtype(sq.dtype, jnp.floating):
+        sq = sq.astype(jnp.result_type(float))
+    if bool(jnp.any(sq < 0)):
+        raise ValueError("`sq_distances` must be non-negative squared distances.")
+    target = _check_common(sq.shape[1], perplexity, convention, tol, chunk_size)
+    if sq.shape[0] == 0:
+        return jnp.zeros(sq.shape, sq.dtype)
+    chunk = min(int(chunk_size), sq.shape[0])
+    return _probabilities_from_sq(
+        sq, float(target), float(tol), int(max_iter), chunk, _check_solver(solver)
+    )
+
+
+def conditional_probabilities(
+    query: jax.Array,
+    reference: jax.Array,
+    perplexity: float = 30.0,
+    convention: str = "bits",
+    chunk_size: int = 1024,
+    *,
+    tol: float = 1e-5,
+    max_iter: int = 100,
+    solver: str = "newton",
+) -> jax.Array:
+    """t-SNE conditionals p_{j|i} of reference j given query i (Eq. 13).
+
+    Args:
+      query: ``[Nq, E]`` unlabelled embeddings.
+      reference: ``[Nr, E]`` labelled embeddings (the only candidates j, k of Eq. 13).
+      perplexity: target perplexity (20 in the authors' code, 30 scikit-learn's default).
+      convention: ``"bits"`` (standard) or ``"nats-as-bits"`` (authors' code); see module doc.
+      chunk_size: query rows solved together; memory ≈ a few × ``chunk_size × Nr`` floats.
+      tol: stopping tolerance on each row's entropy, in nats.
+      max_iter: cap on solver passes per chunk.
+      solver: ``"newton"`` (safeguarded Newton, fast) or ``"sklearn"`` (scikit-learn's exact
+        bisection path: β₀ = 1, ×2 / ÷2 while unbracketed, arithmetic midpoint after; it returns
+        scikit-learn's numbers to float round-off).
+
+    Returns:
+      ``[Nq, Nr]`` rows summing to 1.
+    """
+    check_ndim("query", query, 2, "[Nq, E]")
+    check_ndim("reference", reference, 2, "[Nr, E]")
+    if np.shape(query)[1] != np.shape(reference)[1]:
+        raise ValueError(
+            f"`query` and `reference` must share the embedding size E, got "
+            f"{np.shape(query)[1]} and {np.shape(reference)[1]}."
+        )
+    check_finite("query", query)
+    check_finite("reference", reference)
+    q = jnp.asarray(query)
+    r = jnp.asarray(reference)
+    dtype = jnp.result_type(q.dtype, r.dtype, float)
+    q, r = q.astype(dtype), r.astype(dtype)
+    target = _check_common(r.shape[0], perplexity, convention, tol, chunk_size)
+    if q.shape[0] == 0:
+        return jnp.zeros((0, r.shape[0]), dtype)
+    chunk = min(int(chunk_size), q.shape[0])
+    return _probabilities_from_embeddings(
+        q, r, float(target), float(tol), int(max_iter), chunk, _check_solver(solver)
+    )
+
+
+def top_k_neighbours(
+    probs: jax.Array, k: int, renormalise: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """The ``k`` most probable references per row (Eq. 12's top-K truncation).
+
+    Args:
+      probs: ``[Nq, Nr]`` conditional probabilities.
+      k: neighbours kept, ``1 ≤ k ≤ Nr``.
+      renormalise: divide by the kept mass m so rows sum to 1 (p̃ = p / m of identity 5). The
+        authors' code does not renormalise (``False``).
+
+    Returns:
+      ``(probs_k [Nq, k], indices [Nq, k])``, sorted by decreasing probability.
+    """
+    check_ndim("probs", probs, 2, "[Nq, Nr]")
+    check_finite("probs", probs)
+    if not (1 <= int(k) <= np.shape(probs)[1]):
+        raise ValueError(f"`k` must be in [1, Nr={np.shape(probs)[1]}], got {k!r}.")
+    values, indices = jax.lax.top_k(jnp.asarray(probs), int(k))
+    if renormalise:
+        values = values / jnp.sum(values, axis=1, keepdims=True)
+    return values, indices
