@@ -84,7 +84,7 @@ def perplexity_of(probs: jax.Array) -> jax.Array:
 
 
 def _row_stats(beta: jax.Array, d: jax.Array):
-    """Entropy (nats) and dH/d log β per row, for precisions ``beta [B]`` and shifted ``d [B, M]``."""
+    """Row entropies (nats) and dH/d log β for precisions ``beta [B]``, shifted ``d [B, M]``."""
     logw = -beta[:, None] * d
     w = jnp.exp(logw)
     z = jnp.sum(w, axis=1)
@@ -185,9 +185,10 @@ def _check_common(n_ref: int, perplexity: float, convention: str, tol: float, ch
     target = target_entropy(perplexity, convention)
     if n_ref < 1:
         raise ValueError("`reference` must contain at least one labelled embedding, got 0 rows.")
-    if effective_perplexity(perplexity, convention) > n_ref:
+    effective = effective_perplexity(perplexity, convention)
+    if effective > n_ref:
         raise ValueError(
-            f"`perplexity` {perplexity} (effective {effective_perplexity(perplexity, convention):.4g}"
+            f"`perplexity` {perplexity} (effective {effective:.4g}"
             f" under convention {convention!r}) exceeds the number of reference rows {n_ref}; "
             "no σ reaches it."
         )
