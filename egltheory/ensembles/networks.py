@@ -14,6 +14,7 @@ one ``jax.jit`` program (no Python loop over models). Bootstrap replicas enter a
 from __future__ import annotations
 
 import functools
+import math
 import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -70,8 +71,9 @@ class MeanVarianceMLP(nnx.Module):
 
 
 def _softplus_inverse(value: float) -> float:
+    """Stable softplus⁻¹(v) = v + log(1 − e^{−v}) (no overflow for large variances)."""
     value = max(float(value), 1e-6)
-    return float(jnp.log(jnp.expm1(value)))
+    return value + math.log(-math.expm1(-value))
 
 
 def gaussian_nll(mean: jax.Array, variance: jax.Array, y: jax.Array) -> jax.Array:
