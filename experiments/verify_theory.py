@@ -1,4 +1,4 @@
-"""Theory verification: closed-form EGL vs Monte-Carlo, identity 1 and rank gaps on fitted ensembles.
+"""Theory check: closed-form EGL vs Monte-Carlo, identity 1 and rank gaps on fitted ensembles.
 
     python experiments/verify_theory.py --out results/verify_theory            # make demo
     python experiments/verify_theory.py --out /tmp/v --quick --figures-dir /tmp/v/fig
