@@ -16,6 +16,7 @@ Public API
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -78,7 +79,9 @@ def _diabetes() -> tuple[np.ndarray, np.ndarray]:
 def _autompg() -> tuple[np.ndarray, np.ndarray]:
     from vega_datasets import local_data
 
-    frame = local_data.cars()
+    with warnings.catch_warnings():  # vega_datasets passes a pandas-deprecated read_json option
+        warnings.simplefilter("ignore")
+        frame = local_data.cars()
     features = [
         "Cylinders",
         "Displacement",

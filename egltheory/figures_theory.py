@@ -169,8 +169,9 @@ def rank_agreement(report: dict[str, Any]) -> plt.Figure:
     fig, axes = plt.subplots(
         len(families),
         len(datasets),
-        figsize=(3.3 * len(datasets) + 1, 3.1 * len(families)),
+        figsize=(3.4 * len(datasets) + 1.2, 3.6 * len(families)),
         squeeze=False,
+        layout="constrained",
     )
     image = None
     for family, dataset, entry in entries:
@@ -183,7 +184,10 @@ def rank_agreement(report: dict[str, Any]) -> plt.Figure:
         image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
         for i in range(len(names)):
             for j in range(len(names)):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                colour = "white" if abs(matrix[i, j]) > 0.6 else "black"
+                ax.text(
+                    j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour
+                )
         short = ["EGL", "EGL/‖∇f‖²", "Var_KG", "EMCM"]
         ax.set_xticks(range(len(names)), short, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(names)), short, fontsize=7)
@@ -193,7 +197,7 @@ def rank_agreement(report: dict[str, Any]) -> plt.Figure:
             ax.axis("off")
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="Spearman rank correlation")
-    fig.suptitle("Rank agreement of acquisition scores on the pool", y=1.0)
+    fig.suptitle("Rank agreement (Spearman) of acquisition scores on the pool")
     return fig
 
 
