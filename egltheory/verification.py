@@ -58,7 +58,7 @@ class VerificationConfig:
     mc_convergence_samples: tuple[int, ...] = (16, 64, 256, 1024, 4096)
     aleatoric_hidden: tuple[int, ...] = (64, 64)
     aleatoric_steps: int = 2000
-    gp_steps: int = 300
+    gp_steps: int = 100
     gp_mlp_hidden: tuple[int, ...] = (32, 32)
     gp_mlp_steps: int = 2000
     datasets: tuple[str, ...] = ("toy1d", "diabetes", "autompg")

@@ -2,8 +2,8 @@
 
 Member k is an exact GP (constant mean, RBF kernel by default, ARD lengthscales, Gaussian noise)
 whose hyper-parameters maximise the marginal likelihood of bootstrap replica k. All K optimisations
-run together: the gpjax models' array leaves are stacked on a leading axis and the negative log
-marginal likelihood is vmapped; Adam runs inside one ``lax.scan`` under ``eqx.filter_jit``.
+run in one compiled program: the gpjax models' array leaves are stacked on a leading axis,
+``lax.map`` runs over replicas and Adam inside ``lax.scan`` (under ``eqx.filter_jit``).
 Each member's predictive for y at x* is (Eq. 9)
 
     μ_k(x*) = m + k(x*, X_k) (K_k + σ_k² I)⁻¹ (y_k − m),
@@ -85,18 +85,29 @@ def _negative_mll(params, static, X, y) -> jax.Array:
 
 @eqx.filter_jit
 def _optimise_hyperparameters(params, static, Xs, ys, steps: int, learning_rate: float):
-    """Adam on the mean NLML of each replica; params stacked [M, ...], Xs [M, n, d], ys [M, n]."""
+    """Adam on the mean NLML of each replica; params stacked [M, ...], Xs [M, n, d], ys [M, n].
+
+    One compiled program: ``lax.map`` over the M replicas, ``lax.scan`` over steps. On XLA:CPU
+    ``lax.map`` measured ~2x faster than ``vmap`` here (5 GPs, n = 200, 100 steps: 22 s vs
+    38-58 s on the shared 2-core machine): the batched Cholesky gradient is the bottleneck.
+    """
     optimiser = optax.adam(learning_rate)
-    value_and_grad = jax.vmap(jax.value_and_grad(_negative_mll), in_axes=(0, None, 0, 0))
+    value_and_grad = jax.value_and_grad(_negative_mll)
 
-    def step(carry, _):
-        p, opt_state = carry
-        values, grads = value_and_grad(p, static, Xs, ys)
-        updates, opt_state = optimiser.update(grads, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), values
+    def one_replica(args):
+        p, X, y = args
 
-    (params, _), history = jax.lax.scan(step, (params, optimiser.init(params)), None, length=steps)
-    return params, history
+        def step(carry, _):
+            p, opt_state = carry
+            value, grads = value_and_grad(p, static, X, y)
+            updates, opt_state = optimiser.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), value
+
+        (p, _), history = jax.lax.scan(step, (p, optimiser.init(p)), None, length=steps)
+        return p, history
+
+    params, history = jax.lax.map(one_replica, (params, Xs, ys))
+    return params, history.T  # history [steps, M]
 
 
 def _condition(params, static, X, y):
@@ -219,8 +230,8 @@ class GPEnsemble:
     n_members: int = 4
     kernel: str = "rbf"
     ard: bool = True
-    steps: int = 300
-    learning_rate: float = 0.05
+    steps: int = 100
+    learning_rate: float = 0.1
     f_z: Literal["mlp", "gp_mean"] = "mlp"
     mlp_hidden: Sequence[int] = (32, 32)
     mlp_steps: int = 2000

@@ -14,8 +14,8 @@ one ``jax.jit`` program (no Python loop over models). Bootstrap replicas enter a
 from __future__ import annotations
 
 import functools
-import math
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
