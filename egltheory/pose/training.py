@@ -93,7 +93,18 @@ def init_model(cfg: HourglassConfig, seed: int, learning_loss: bool = False) -> 
     return PoseNet(cfg, learning_loss=learning_loss, rngs=nnx.Rngs(seed))
 
 
+_STEP_CACHE: dict = {}
+
+
 def _make_step(graphdef, tx, cfg: TrainConfig, heatmap_size: int, stride: int, use_ll: bool):
+    """The jitted training step, cached per (architecture, settings): no recompilation per cycle."""
+    key = (graphdef, cfg, heatmap_size, stride, use_ll)
+    if key not in _STEP_CACHE:
+        _STEP_CACHE[key] = _build_step(graphdef, tx, cfg, heatmap_size, stride, use_ll)
+    return _STEP_CACHE[key]
+
+
+def _build_step(graphdef, tx, cfg: TrainConfig, heatmap_size: int, stride: int, use_ll: bool):
     def loss_fn(params, rest, images, joints, visible):
         # Fresh copies so BatchNorm may update its statistics inside this trace.
         params, rest = jax.tree.map(lambda a: a, (params, rest))

@@ -1,0 +1,263 @@
+"""Acquisition scores for pose active learning (higher = label first).
+
+* ``multi_peak_entropy`` (Liu & Ferrari 2017): per joint heatmap, the local maxima (3×3
+  neighbourhood) at least ``rel_threshold`` × the joint's maximum; a softmax over the peak values;
+  its entropy (nats), summed over joints. One confident peak → 0.
+* learning loss (Yoo & Kweon 2019): the loss-prediction head's output
+  (``infer(...)["predicted_loss"]``).
+* core-set (Sener & Savarese 2018): k-center greedy on the embeddings (``egltheory.active``).
+* EGL++ (Eq. 12–13): ``Σ_n p_n ‖∇_θ l(x, y_n)‖²`` over the top-K labelled neighbours in embedding
+  space (t-SNE conditionals, Eq. 13, perplexity 20, K = 30, "bits" convention by default), with
+  ``l`` = :func:`~egltheory.pose.training.heatmap_loss` (MSE over all stacks' outputs) and
+  ``y_n`` = the model's predicted heatmaps of the neighbours (default, as the authors) or their
+  ground-truth heatmaps. Gradients cover every trainable parameter of the hourglass (BatchNorm
+  in inference mode); one shared forward per unlabelled image (``jax.vjp`` once, K cotangents,
+  unrolled or vmapped), exactly as ``egltheory.eglpp.loss_grad_sq_norms`` computes them; here the
+  model's state is a traced argument of a program cached per architecture, so a new model each
+  cycle does not recompile (``eglpp``'s jit is keyed on the ``apply_fn`` closure). Probabilities
+  and top-K come from ``egltheory.tsne``.
+
+``PoseStrategy`` wraps all five for ``egltheory.active.run_active_learning``. Each cycle it scores
+a random candidate subset of the unlabelled pool (``n_candidates``; ``None`` = all), as Yoo &
+Kweon do, so that EGL++'s K backward passes per image fit a CPU budget; every strategy sees the
+same kind of subset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from egltheory.pose.data import PoseDataset, gaussian_heatmaps
+from egltheory.pose.learning_loss import PoseNet
+from egltheory.pose.training import heatmap_loss, infer, preprocess
+
+__all__ = [
+    "STRATEGIES",
+    "PoseStrategy",
+    "eglpp_pose_scores",
+    "heatmap_grad_sq_norms",
+    "multi_peak_entropy",
+    "neighbour_heatmaps",
+]
+
+STRATEGIES = ("random", "core-set", "multi-peak-entropy", "learning-loss", "egl++")
+
+
+@jax.jit
+def _multi_peak_entropy(heatmaps: jax.Array, rel_threshold: float) -> jax.Array:
+    hm = jnp.moveaxis(heatmaps, -1, 1)  # [N, J, H, W]
+    pooled = jax.lax.reduce_window(hm, -jnp.inf, jax.lax.max, (1, 1, 3, 3), (1, 1, 1, 1), "SAME")
+    mx = jnp.max(hm, axis=(2, 3), keepdims=True)
+    floor = jnp.where(mx > 0, rel_threshold * mx, mx)
+    peak = (hm >= pooled) & (hm >= floor)
+    n, j = hm.shape[:2]
+    logits = jnp.where(peak, hm, -jnp.inf).reshape(n, j, -1)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    p = jnp.exp(logp)
+    ent = -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)  # [N, J]
+    return jnp.sum(ent, axis=-1)
+
+
+def multi_peak_entropy(heatmaps, rel_threshold: float = 0.1) -> np.ndarray:
+    """heatmaps: [N, H, W, J] -> [N] Σ_j entropy(softmax(peak values of joint j))."""
+    hm = jnp.asarray(heatmaps)
+    if hm.ndim != 4:
+        raise ValueError(f"heatmaps must have shape [N, H, W, J], got {hm.shape}")
+    if not 0.0 <= rel_threshold <= 1.0:
+        raise ValueError(f"rel_threshold must be in [0, 1], got {rel_threshold}")
+    return np.asarray(_multi_peak_entropy(hm, rel_threshold))
+
+
+def neighbour_heatmaps(
+    model: PoseNet, data: PoseDataset, labelled: np.ndarray, source: str, sigma: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of the labelled set for EGL++ and its embeddings.
+
+    source: "prediction" (the model's last-stack heatmaps, default as in the authors' code) or
+    "ground_truth" (Gaussian target heatmaps). -> (targets [L, h, w, J], embeddings [L, F]).
+    """
+    out = infer(model, data.images[labelled])
+    if source == "prediction":
+        return out["heatmaps"], out["embeddings"]
+    if source == "ground_truth":
+        size = model.hourglass.cfg.heatmap_size
+        gt = gaussian_heatmaps(data.joints[labelled], data.visible[labelled], size, 4, sigma)
+        return np.asarray(gt), out["embeddings"]
+    raise ValueError(f"source must be 'prediction' or 'ground_truth', got {source!r}")
+
+
+_GRAD_CACHE: dict = {}
+
+
+def _tree_sq_norm(tree) -> jax.Array:
+    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _grad_program(graphdef, cotangents: str):
+    key = (graphdef, cotangents)
+    if key in _GRAD_CACHE:
+        return _GRAD_CACHE[key]
+
+    @jax.jit
+    def run(params, rest, x_chunk, t_chunk):
+        """x_chunk: [B, S, S, 3]; t_chunk: [B, K, h, w, J] -> [B, K]."""
+
+        def per_example(x_i, t_i):
+            def f(p):
+                return nnx.merge(graphdef, p, rest)(x_i[None])[0]
+
+            out, pullback = jax.vjp(f, params)
+            cots = jax.vmap(jax.grad(heatmap_loss), in_axes=(None, 0))(out, t_i)  # [K, ...]
+            if cotangents == "vmap":
+                return jax.vmap(lambda c: _tree_sq_norm(pullback(c)[0]))(cots)
+            return jnp.stack([_tree_sq_norm(pullback(cots[k])[0]) for k in range(t_i.shape[0])])
+
+        return jax.vmap(per_example)(x_chunk, t_chunk)
+
+    _GRAD_CACHE[key] = run
+    return run
+
+
+def heatmap_grad_sq_norms(
+    model: PoseNet, x, targets, *, chunk_size: int = 8, cotangents: str = "vmap"
+) -> np.ndarray:
+    """‖∇_θ heatmap_loss(hourglass(x_i), targets[i, k])‖² for all i, k.
+
+    x: [N, S, S, 3] preprocessed float32; targets: [N, K, h, w, J] -> [N, K]. θ = every
+    ``nnx.Param`` of the hourglass, BatchNorm in inference mode. One forward per input.
+    """
+    if cotangents not in ("unroll", "vmap"):
+        raise ValueError(f"cotangents must be 'unroll' or 'vmap', got {cotangents!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    x, targets = np.asarray(x, np.float32), np.asarray(targets, np.float32)
+    if x.ndim != 4 or targets.ndim != 5 or targets.shape[0] != x.shape[0] or x.shape[0] == 0:
+        raise ValueError(
+            f"x must be [N, S, S, 3] and targets [N, K, h, w, J] with N > 0, got {x.shape}, "
+            f"{targets.shape}"
+        )
+    hg = model.hourglass
+    hg.eval()
+    graphdef, params, rest = nnx.split(hg, nnx.Param, ...)
+    n = x.shape[0]
+    chunk = min(chunk_size, n)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    if pad:  # pad with copies of the last example (valid input); sliced off below
+        x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+        targets = np.concatenate([targets, np.repeat(targets[-1:], pad, axis=0)])
+    run = _grad_program(graphdef, cotangents)  # one compilation per (architecture, chunk, K)
+    out = [
+        np.asarray(run(params, rest, x[lo : lo + chunk], targets[lo : lo + chunk]))
+        for lo in range(0, n_chunks * chunk, chunk)
+    ]
+    return np.concatenate(out)[:n]
+
+
+def eglpp_pose_scores(
+    model: PoseNet,
+    data: PoseDataset,
+    labelled: np.ndarray,
+    candidates: np.ndarray,
+    *,
+    labels: str = "prediction",
+    perplexity: float = 20.0,
+    top_k: int = 30,
+    convention: str = "bits",
+    renormalise: bool = False,
+    chunk_size: int = 8,
+    cotangents: str = "vmap",
+    sigma: float = 1.0,
+    return_neighbours: bool = False,
+):
+    """EGL++ scores [C] (Eq. 12) of pool images ``candidates`` given the ``labelled`` indices.
+
+    With ``return_neighbours`` also returns (probs [C, K], neighbour pool indices [C, K]).
+    """
+    from egltheory.tsne import conditional_probabilities, top_k_neighbours
+
+    labelled, candidates = np.asarray(labelled), np.asarray(candidates)
+    if labelled.size == 0:
+        raise ValueError("labelled must be non-empty for EGL++ (neighbours come from it)")
+    if candidates.size == 0:
+        raise ValueError("candidates must be non-empty")
+    targets, lab_emb = neighbour_heatmaps(model, data, labelled, labels, sigma)
+    cand_emb = infer(model, data.images[candidates])["embeddings"]
+    probs = conditional_probabilities(
+        np.asarray(cand_emb, np.float64), np.asarray(lab_emb, np.float64), perplexity, convention
+    )
+    probs_k, idx = top_k_neighbours(probs, min(top_k, labelled.size), renormalise=renormalise)
+    probs_k, idx = np.asarray(probs_k), np.asarray(idx)
+    sq = heatmap_grad_sq_norms(
+        model,
+        preprocess(data.images[candidates]),
+        targets[idx],
+        chunk_size=chunk_size,
+        cotangents=cotangents,
+    )
+    scores = np.sum(probs_k * sq, axis=1)
+    if return_neighbours:
+        return scores, probs_k, labelled[idx]
+    return scores
+
+
+@dataclass(frozen=True)
+class PoseStrategy:
+    """An ``egltheory.active`` strategy for pose models (``state.model`` is a ``PoseNet``).
+
+    kind: one of ``STRATEGIES``. ``n_candidates``: random candidate subset scored per cycle
+    (``None``: the whole unlabelled pool). ``eglpp``: keyword arguments of ``eglpp_pose_scores``.
+    """
+
+    kind: str
+    data: PoseDataset
+    n_candidates: int | None = None
+    eglpp: tuple = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in STRATEGIES:
+            raise ValueError(f"kind must be one of {STRATEGIES}, got {self.kind!r}")
+        if self.n_candidates is not None and self.n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1 or None, got {self.n_candidates}")
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def scores(self, model: PoseNet, labelled: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """[C] acquisition scores of ``candidates`` (not for random / core-set)."""
+        if self.kind == "egl++":
+            return eglpp_pose_scores(model, self.data, labelled, candidates, **dict(self.eglpp))
+        out = infer(model, self.data.images[candidates])
+        if self.kind == "multi-peak-entropy":
+            return multi_peak_entropy(out["heatmaps"])
+        if self.kind == "learning-loss":
+            if model.loss_module is None:
+                raise ValueError("learning-loss needs a model trained with learning_loss=True")
+            return out["predicted_loss"]
+        raise ValueError(f"{self.kind} has no per-example score")
+
+    def select(self, state, budget: int, key: jax.Array) -> np.ndarray:
+        from egltheory.active import k_center_greedy, select_top
+
+        unl = np.asarray(state.unlabelled)
+        if budget < 1 or budget > unl.size:
+            raise ValueError(f"budget must be in [1, {unl.size}] (unlabelled), got {budget}")
+        k_sub, k_pick = jax.random.split(key)
+        cand = unl
+        if self.n_candidates is not None and self.n_candidates < unl.size:
+            pos = jax.random.choice(k_sub, unl.size, (max(self.n_candidates, budget),), False)
+            cand = np.sort(unl[np.asarray(pos)])
+        if self.kind == "random":
+            pick = jax.random.choice(k_pick, cand.size, (budget,), replace=False)
+            return cand[np.asarray(pick)]
+        if self.kind == "core-set":
+            lab_emb = infer(state.model, self.data.images[state.labelled])["embeddings"]
+            cand_emb = infer(state.model, self.data.images[cand])["embeddings"]
+            return cand[k_center_greedy(lab_emb, cand_emb, budget)]
+        return select_top(self.scores(state.model, state.labelled, cand), cand, budget)
