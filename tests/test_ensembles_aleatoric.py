@@ -7,7 +7,7 @@ from jax.flatten_util import ravel_pytree
 
 from egltheory import egl
 from egltheory.datasets import TOY1D_GAPS, toy1d, toy1d_noise_std
-from egltheory.ensembles import AleatoricEnsemble
+from egltheory.ensembles import AleatoricEnsemble, FittedEnsemble
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,12 @@ def test_bad_inputs_raise_clear_errors():
         AleatoricEnsemble(n_members=1)
     with pytest.raises(ValueError, match="train_mode"):
         AleatoricEnsemble(train_mode="sometimes")
+
+
+def test_satisfies_the_shared_interface(fitted_toy):
+    _, _, fitted = fitted_toy
+    assert isinstance(fitted, FittedEnsemble)
+    x = np.linspace(-1, 1, 10)[:, None].repeat(fitted.n_features, axis=1)
+    means, variances = fitted.predict(x)
+    assert means.shape == variances.shape == (fitted.n_members, 10)
+    assert fitted.f_z(x).shape == fitted.grad_sq_norm(x).shape == (10,)

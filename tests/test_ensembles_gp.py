@@ -7,7 +7,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel
 
 from egltheory import egl
-from egltheory.ensembles import GPEnsemble
+from egltheory.ensembles import FittedEnsemble, GPEnsemble
 
 JITTER = 1e-6  # gpjax adds this to the training Gram diagonal and to predictive variances
 
@@ -108,3 +108,12 @@ def test_bad_inputs_raise_clear_errors():
         GPEnsemble(kernel="spline")
     with pytest.raises(ValueError, match="f_z"):
         GPEnsemble(f_z="tree")
+
+
+def test_satisfies_the_shared_interface(fitted_2d):
+    _, _, fitted = fitted_2d
+    assert isinstance(fitted, FittedEnsemble)
+    x = np.linspace(-1, 1, 10)[:, None].repeat(fitted.n_features, axis=1)
+    means, variances = fitted.predict(x)
+    assert means.shape == variances.shape == (fitted.n_members, 10)
+    assert fitted.f_z(x).shape == fitted.grad_sq_norm(x).shape == (10,)
