@@ -579,15 +579,10 @@ def crop_person(
         raise ValueError(f"box_size must be > 0, got {box_size}")
     k = out_size / box_size
     cx, cy = float(centre[0]), float(centre[1])
-    # output -> input: p_in = (p_out + 0.5) / k − 0.5 + (centre − box/2) (pixel-centre aligned)
-    inv = np.array(
-        [
-            [
-                [1 / k, 0, cx - box_size / 2 + 0.5 / k - 0.5],
-                [0, 1 / k, cy - box_size / 2 + 0.5 / k - 0.5],
-            ]
-        ]
-    )
+    # Continuous coordinates (pixel i spans [i − ½, i + ½]): the box [c − B/2, c + B/2] maps to
+    # the output's [−½, S − ½], so output pixel u ↔ input c − B/2 + (u + ½)/k.
+    x0, y0 = cx - box_size / 2, cy - box_size / 2
+    inv = np.array([[[1 / k, 0, x0 + 0.5 / k], [0, 1 / k, y0 + 0.5 / k]]])
     img = np.asarray(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)
@@ -670,7 +665,7 @@ def load_mpii(
             crop, cj, k = crop_person(image, joints, centre, 200.0 * scale * 1.25, image_size)
             box = np.array([rect.x1, rect.y1, rect.x2, rect.y2], dtype=np.float64) - 1.0
             offset = np.array([centre[0] - 100.0 * scale * 1.25, centre[1] - 100.0 * scale * 1.25])
-            head = (box.reshape(2, 2) - offset + 0.5 / k) * k - 0.5
+            head = (box.reshape(2, 2) - offset) * k - 0.5
             inside = np.all((cj >= 0) & (cj <= image_size - 1), axis=-1)
             rows[split].append((crop, cj, annotated & inside, head.ravel(), occluded & inside))
     return _rows_to_dataset(rows["train"], "pckh"), _rows_to_dataset(rows["valid"], "pckh")

@@ -1,0 +1,113 @@
+"""PCK / PCKh / PCK@0.2 and heatmap decoding against hand-computed cases."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from egltheory.pose.metrics import (
+    MPII_JOINTS,
+    decode_heatmaps,
+    head_normaliser,
+    heatmap_to_image_coords,
+    image_to_heatmap_coords,
+    pck,
+    pck_curve,
+    pck_lsp,
+    pckh,
+    torso_diameter,
+)
+
+
+def test_pck_hand_computed():
+    gt = np.zeros((3, 2, 2))
+    pred = np.array([[[0.5, 0.0], [3.0, 4.0]], [[0.0, 2.0], [0.0, 0.1]], [[9.0, 9.0], [0.0, 0.0]]])
+    visible = np.array([[True, True], [True, True], [False, True]])
+    norm = np.array([1.0, 2.0, 1.0])
+    # joint 0: errors/norm = 0.5, 1.0, (invisible) -> 2 of 2 within 1.0, 1 of 2 within 0.5
+    # joint 1: errors/norm = 5.0, 0.05, 0.0 -> within 1.0: 2 of 3
+    np.testing.assert_allclose(pck(pred, gt, visible, norm, 1.0), [1.0, 2 / 3])
+    np.testing.assert_allclose(pck(pred, gt, visible, norm, 0.5), [0.5, 2 / 3])
+    np.testing.assert_allclose(
+        pck_curve(pred, gt, visible, norm, [0.0, 10.0]), [[0, 1 / 3], [1, 1]]
+    )
+
+
+def test_pck_joint_without_visible_instances_is_nan():
+    out = pck(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), np.array([[True, False]] * 2), [1, 1], 0.5)
+    assert out[0] == 1.0 and np.isnan(out[1])
+
+
+def test_pckh_official_vs_authors_and_mean_excludes_pelvis_thorax():
+    n = 1
+    gt = np.zeros((n, 16, 2))
+    pred = np.zeros((n, 16, 2))
+    # head box 3 × 4 -> diagonal 5; official normaliser 0.6 · 5 = 3, authors' 5.
+    boxes = np.array([[0.0, 0.0, 3.0, 4.0]])
+    np.testing.assert_allclose(head_normaliser(boxes), [3.0])
+    np.testing.assert_allclose(head_normaliser(boxes, "authors"), [5.0])
+    pred[0, 0] = (2.0, 0.0)  # error 2: 2/3 > 0.5 (official miss), 2/5 ≤ 0.5 (authors hit)
+    pred[0, MPII_JOINTS.index("pelvis")] = (100.0, 0.0)  # pelvis miss is excluded from the mean
+    visible = np.ones((n, 16), bool)
+    per_joint, mean = pckh(pred, gt, visible, boxes)
+    assert per_joint[0] == 0.0 and per_joint[MPII_JOINTS.index("pelvis")] == 0.0
+    assert mean == pytest.approx(13 / 14)
+    per_joint_a, mean_a = pckh(pred, gt, visible, boxes, convention="authors")
+    assert per_joint_a[0] == 1.0 and mean_a == pytest.approx(1.0)
+
+
+def test_pck_lsp_torso_diameter():
+    gt = np.zeros((1, 14, 2))
+    gt[0, 9] = (6.0, 0.0)  # left shoulder
+    gt[0, 2] = (0.0, 8.0)  # right hip -> torso diameter 10, threshold 0.2 · 10 = 2
+    np.testing.assert_allclose(torso_diameter(gt), [10.0])
+    pred = gt.copy()
+    pred[0, 0] += (0.0, 2.0)  # exactly at the threshold: counted
+    pred[0, 1] += (2.1, 0.0)  # just beyond
+    per_joint, mean = pck_lsp(pred, gt, np.ones((1, 14), bool))
+    assert per_joint[0] == 1.0 and per_joint[1] == 0.0 and mean == pytest.approx(13 / 14)
+
+
+def test_decode_quarter_offset_toward_higher_neighbour():
+    hm = np.zeros((1, 5, 5, 2))
+    hm[0, 2, 2, 0], hm[0, 2, 3, 0], hm[0, 1, 2, 0] = 1.0, 0.5, 0.2  # right and up neighbours
+    hm[0, 0, 4, 1] = 1.0  # border peak: no refinement
+    coords = decode_heatmaps(hm, stride=1)
+    np.testing.assert_allclose(coords[0, 0], [2.25, 1.75])
+    np.testing.assert_allclose(coords[0, 1], [4.0, 0.0])
+    np.testing.assert_allclose(decode_heatmaps(hm, stride=1, refine=False)[0, 0], [2.0, 2.0])
+    # stride 4: heatmap pixel u has its centre at input 4u + 1.5
+    np.testing.assert_allclose(decode_heatmaps(hm, stride=4, refine=False)[0, 0], [9.5, 9.5])
+
+
+@given(st.floats(-50, 50), st.integers(1, 8))
+def test_heatmap_coordinate_maps_are_inverse(x, stride):
+    assert image_to_heatmap_coords(heatmap_to_image_coords(x, stride), stride) == pytest.approx(x)
+
+
+@given(st.floats(0.1, 10.0), st.integers(0, 2**16))
+def test_pck_scale_invariant(scale, seed):
+    rng = np.random.default_rng(seed)
+    gt, pred = rng.normal(size=(6, 4, 2)), rng.normal(size=(6, 4, 2))
+    vis = rng.random((6, 4)) < 0.8
+    norm = rng.uniform(0.5, 2.0, 6)
+    np.testing.assert_array_equal(
+        pck(pred, gt, vis, norm, 0.7), pck(scale * pred, scale * gt, vis, scale * norm, 0.7)
+    )
+
+
+def test_bad_inputs():
+    z = np.zeros((2, 3, 2))
+    vis = np.ones((2, 3), bool)
+    with pytest.raises(ValueError, match="pred"):
+        pck(np.zeros((2, 4, 2)), z, vis, [1, 1], 0.5)
+    with pytest.raises(ValueError, match="visible"):
+        pck(z, z, np.ones((2, 3)), [1, 1], 0.5)
+    with pytest.raises(ValueError, match="normalisers"):
+        pck(z, z, vis, [1, 0], 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        pck(np.full((2, 3, 2), np.nan), z, vis, [1, 1], 0.5)
+    with pytest.raises(ValueError, match="convention"):
+        head_normaliser(np.zeros((1, 4)), "other")
+    with pytest.raises(ValueError, match="MPII"):
+        pckh(z, z, vis, np.ones((2, 4)))
