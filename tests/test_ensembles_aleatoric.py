@@ -13,7 +13,7 @@ from egltheory.ensembles import AleatoricEnsemble, FittedEnsemble
 @pytest.fixture(scope="module")
 def fitted_toy():
     X, y = toy1d(seed=1, n=400)
-    model = AleatoricEnsemble(hidden=(32, 32), steps=1500, learning_rate=5e-3)
+    model = AleatoricEnsemble(hidden=(32, 32), steps=1000, learning_rate=5e-3)
     return X, y, model.fit(jax.random.key(0), X, y)
 
 

@@ -78,7 +78,7 @@ def test_closed_form_matches_monte_carlo(fitted_2d):
 
 def test_gp_mean_f_z_is_weight_space_posterior_mean():
     X, y = _data(3, n=15, d=1)
-    fitted = GPEnsemble(n_members=2, steps=30, f_z="gp_mean").fit(jax.random.key(1), X, y)
+    fitted = GPEnsemble(n_members=2, steps=10, f_z="gp_mean").fit(jax.random.key(1), X, y)
     alpha = np.asarray(fitted.params)
     assert alpha.shape == (15,)
     X_test = np.linspace(-2, 2, 7)[:, None]

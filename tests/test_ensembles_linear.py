@@ -20,7 +20,7 @@ def _data(seed, n=40, d=3):
     return X, y
 
 
-@settings(max_examples=12)
+@settings(max_examples=6)
 @given(seed=st.integers(0, 10_000), d=st.integers(1, 4))
 def test_members_match_statsmodels_prediction_interval(seed, d):
     X, y = _data(seed, n=30, d=d)
@@ -56,7 +56,7 @@ def test_no_intercept_grad_and_ridge_matches_sklearn():
     np.testing.assert_allclose(fitted.params[0], ref.intercept_, rtol=1e-9)
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(seed=st.integers(0, 10_000), shift=st.floats(-50, 50))
 def test_target_shift_moves_means_not_variances(seed, shift):
     X, y = _data(seed, n=25, d=2)

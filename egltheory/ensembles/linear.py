@@ -56,6 +56,24 @@ def _fit_least_squares(design: jax.Array, y: jax.Array, penalty: jax.Array):
     return theta, inv_gram, noise_var
 
 
+@jax.jit
+def _fit_all(design: jax.Array, y: jax.Array, indices: jax.Array, penalty: jax.Array):
+    """Members on replicas ``indices [K, n]`` (vmapped) and θ_z on all data, one compiled call."""
+    coefficients, inv_grams, noise_vars = jax.vmap(
+        lambda idx: _fit_least_squares(design[idx], y[idx], penalty)
+    )(indices)
+    theta_z, _, _ = _fit_least_squares(design, y, penalty)
+    return coefficients, inv_grams, noise_vars, theta_z
+
+
+@jax.jit
+def _predict_members(coefficients, inv_grams, noise_vars, design):
+    """Means and Eq. 6 variances ``[K, N]`` for ``design [N, p]``."""
+    means = coefficients @ design.T
+    leverage = jnp.einsum("np,kpq,nq->kn", design, inv_grams, design)
+    return means, noise_vars[:, None] * (1.0 + leverage)
+
+
 def linear_apply_with_intercept(theta: jax.Array, x: jax.Array) -> jax.Array:
     """``θ₀ + θ₁:·x`` for one input ``x [d]`` -> scalar."""
     return theta[0] + theta[1:] @ x
@@ -95,10 +113,7 @@ class FittedLinearEnsemble:
         """Member means and predictive variances of y (Eq. 6), ``[K, N]`` each."""
         X = validate_inputs("X", X, self.n_features)
         design = _design(X, self.intercept)
-        means = self.coefficients @ design.T
-        leverage = jnp.einsum("np,kpq,nq->kn", design, self.inv_grams, design)
-        variances = self.noise_vars[:, None] * (1.0 + leverage)
-        return means, variances
+        return _predict_members(self.coefficients, self.inv_grams, self.noise_vars, design)
 
     def f_z(self, X) -> jax.Array:
         """Full-data least-squares prediction ``[N]``."""
@@ -140,16 +155,13 @@ class LinearEnsemble:
         penalty = _penalty(p, self.ridge, self.intercept)
         indices = bootstrap_indices(key, n, self.n_members)
         if self.ridge == 0.0:
-            ranks = [np.linalg.matrix_rank(np.asarray(design[idx])) for idx in indices]
-            if min(ranks) < p:
+            ranks = np.linalg.matrix_rank(np.asarray(design)[np.asarray(indices)])  # [K]
+            if ranks.min() < p:
                 raise ValueError(
-                    f"A bootstrap replica of the {n} labelled points has rank {min(ranks)} < p = "
+                    f"A bootstrap replica of the {n} labelled points has rank {ranks.min()} < p = "
                     f"{p}: too few distinct labelled points for OLS; add data or set `ridge` > 0."
                 )
-        coefficients, inv_grams, noise_vars = jax.vmap(
-            lambda idx: _fit_least_squares(design[idx], y[idx], penalty)
-        )(indices)
-        theta_z, _, _ = _fit_least_squares(design, y, penalty)
+        coefficients, inv_grams, noise_vars, theta_z = _fit_all(design, y, indices, penalty)
         return FittedLinearEnsemble(
             coefficients=coefficients,
             inv_grams=inv_grams,
