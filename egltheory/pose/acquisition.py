@@ -145,7 +145,7 @@ def heatmap_grad_sq_norms(
     hg.eval()
     graphdef, params, rest = nnx.split(hg, nnx.Param, ...)
     n = x.shape[0]
-    chunk = min(chunk_size, n)
+    chunk = chunk_size  # fixed chunk shape (padded): one compilation whatever N is
     n_chunks = -(-n // chunk)
     pad = n_chunks * chunk - n
     if pad:  # pad with copies of the last example (valid input); sliced off below
@@ -177,6 +177,8 @@ def eglpp_pose_scores(
 ):
     """EGL++ scores [C] (Eq. 12) of pool images ``candidates`` given the ``labelled`` indices.
 
+    With the "bits" convention the perplexity is capped at ``len(labelled) / 2`` (tiny sets).
+
     With ``return_neighbours`` also returns (probs [C, K], neighbour pool indices [C, K]).
     """
     from egltheory.tsne import conditional_probabilities, top_k_neighbours
@@ -188,6 +190,8 @@ def eglpp_pose_scores(
         raise ValueError("candidates must be non-empty")
     targets, lab_emb = neighbour_heatmaps(model, data, labelled, labels, sigma)
     cand_emb = infer(model, data.images[candidates])["embeddings"]
+    if convention == "bits":  # a perplexity needs more references than itself: cap at L / 2
+        perplexity = min(perplexity, labelled.size / 2)
     probs = conditional_probabilities(
         np.asarray(cand_emb, np.float64), np.asarray(lab_emb, np.float64), perplexity, convention
     )

@@ -217,7 +217,7 @@ def _infer_fn(graphdef):
     return _INFER_CACHE[graphdef]
 
 
-def infer(model: PoseNet, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+def infer(model: PoseNet, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
     """images: uint8 [N, S, S, 3] -> {"heatmaps": [N, h, w, J] (last stack),
     "embeddings": [N, F], "predicted_loss": [N] (zeros without a loss head)}; eval mode, chunked."""
     model.eval()
@@ -227,11 +227,11 @@ def infer(model: PoseNet, images: np.ndarray, batch_size: int = 64) -> dict[str,
     outs = {"heatmaps": [], "embeddings": [], "predicted_loss": []}
     for lo in range(0, n, batch_size):
         chunk = preprocess(images[lo : lo + batch_size])
-        pad = batch_size - len(chunk) if n > batch_size else 0
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        keep = len(chunk)
+        if keep < batch_size:  # fixed batch shape: one compilation whatever N is
+            pad = np.zeros((batch_size - keep, *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
         heat, emb, pl = run(state, chunk)
-        keep = len(chunk) - pad
         outs["heatmaps"].append(np.asarray(heat[:keep]))
         outs["embeddings"].append(np.asarray(emb[:keep]))
         outs["predicted_loss"].append(np.asarray(pl[:keep]))

@@ -1,0 +1,157 @@
+"""Pose acquisition: multi-peak entropy, learning loss, strategies, EGL++ vs a naive computation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from egltheory.active import PoolState
+from egltheory.pose.acquisition import (
+    STRATEGIES,
+    PoseStrategy,
+    eglpp_pose_scores,
+    heatmap_grad_sq_norms,
+    multi_peak_entropy,
+)
+from egltheory.pose.data import make_synthetic
+from egltheory.pose.hourglass import HourglassConfig
+from egltheory.pose.learning_loss import margin_ranking_loss
+from egltheory.pose.training import TrainConfig, heatmap_loss, infer, preprocess, train_pose_model
+
+CFG = HourglassConfig(n_stacks=2, channels=4, depth=1, n_joints=16, input_size=16)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    data = make_synthetic(40, seed=5, image_size=16)
+    model, _ = train_pose_model(
+        data, np.arange(16), CFG, TrainConfig(epochs=1, batch_size=8), 0, learning_loss=True
+    )
+    return data, model
+
+
+def test_multi_peak_entropy_hand_computed():
+    hm = np.zeros((1, 7, 7, 3))
+    hm[0, 1, 1, 0], hm[0, 5, 5, 0] = 1.0, 0.5  # two peaks
+    hm[0, 3, 3, 1] = 1.0  # one peak
+    hm[0, 1, 1, 2], hm[0, 5, 5, 2] = 1.0, 0.05  # second peak below 0.1 × max: ignored
+    p = np.exp([1.0, 0.5]) / np.exp([1.0, 0.5]).sum()
+    expected = -(p * np.log(p)).sum()
+    np.testing.assert_allclose(multi_peak_entropy(hm), [expected], rtol=1e-6)
+    hm[0, 5, 5, 2] = 1.0  # two equal peaks: entropy log 2 more
+    np.testing.assert_allclose(multi_peak_entropy(hm), [expected + np.log(2)], rtol=1e-6)
+    with pytest.raises(ValueError, match="heatmaps"):
+        multi_peak_entropy(np.zeros((7, 7, 3)))
+
+
+def test_margin_ranking_loss_hand_computed():
+    pred = jnp.array([0.5, 0.0, 0.2, 1.0])
+    target = jnp.array([2.0, 1.0, 1.0, 3.0])  # pairs (0, 2): l0 > l2; (1, 3): l1 < l3
+    # pair 0: max(0, −(0.5 − 0.2) + 1) = 0.7; pair 1: max(0, +(0.0 − 1.0) + 1) = 0
+    np.testing.assert_allclose(margin_ranking_loss(pred, target), 0.35, rtol=1e-6)
+    with pytest.raises(ValueError, match="even"):
+        margin_ranking_loss(pred[:3], target[:3])
+
+
+def _naive_sq_norms(model, x, targets):
+    """Independent: one jax.grad per (example, neighbour)."""
+    hg = model.hourglass
+    hg.eval()
+    graphdef, params, rest = nnx.split(hg, nnx.Param, ...)
+
+    @jax.jit
+    def sq(xi, ti):
+        g = jax.grad(lambda p: heatmap_loss(nnx.merge(graphdef, p, rest)(xi[None])[0], ti))(params)
+        return sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(g))
+
+    return np.array([[float(sq(x[i], targets[i, k])) for k in range(targets.shape[1])]
+                     for i in range(len(x))])  # fmt: skip
+
+
+def _tsne_rows_numpy(query, ref, perplexity):
+    """Bisection on β so that 2^{H_bits(P_i)} = perplexity (Eq. 13), in float64 NumPy."""
+    d = ((query[:, None, :] - ref[None, :, :]) ** 2).sum(-1)
+    out = np.zeros_like(d)
+    for i, row in enumerate(d):
+        lo, hi = -50.0, 50.0  # log β
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            w = np.exp(-(row - row.min()) * np.exp(mid))
+            p = w / w.sum()
+            h_bits = -(p[p > 0] * np.log2(p[p > 0])).sum()
+            lo, hi = (mid, hi) if h_bits > np.log2(perplexity) else (lo, mid)
+        out[i] = p
+    return out
+
+
+def test_eglpp_equals_naive_per_example_computation(setup):
+    data, model = setup
+    labelled, cand = np.arange(12), np.arange(20, 26)
+    scores, probs, nbrs = eglpp_pose_scores(
+        model, data, labelled, cand, perplexity=4.0, top_k=5, return_neighbours=True
+    )
+    out_l = infer(model, data.images[labelled])
+    emb_c = infer(model, data.images[cand])["embeddings"]
+    p_full = _tsne_rows_numpy(emb_c.astype(np.float64), out_l["embeddings"].astype(np.float64), 4.0)
+    top = np.argsort(-p_full, axis=1)[:, :5]
+    np.testing.assert_array_equal(labelled[top], nbrs)
+    # 1e-4: float32 embeddings; the bisection itself is exact to 1e-12
+    np.testing.assert_allclose(np.take_along_axis(p_full, top, 1), probs, rtol=1e-4, atol=1e-7)
+    targets = out_l["heatmaps"][top]  # default: the model's predictions of the neighbours
+    naive = _naive_sq_norms(model, preprocess(data.images[cand]), targets)
+    expected = (np.take_along_axis(p_full, top, 1) * naive).sum(1)
+    np.testing.assert_allclose(scores, expected, rtol=2e-4)  # float32 gradients
+
+
+def test_grad_norms_unroll_vmap_and_eglpp_engine_agree(setup):
+    from egltheory.eglpp import loss_grad_sq_norms, nnx_apply
+
+    data, model = setup
+    x = preprocess(data.images[:3])
+    targets = np.asarray(infer(model, data.images[3:5])["heatmaps"])[None].repeat(3, 0)  # [3,2,..]
+    a = heatmap_grad_sq_norms(model, x, targets, chunk_size=3, cotangents="vmap")
+    b = heatmap_grad_sq_norms(model, x, targets, chunk_size=3, cotangents="unroll")
+    apply_fn, params, _ = nnx_apply(model.hourglass)
+    c = np.asarray(loss_grad_sq_norms(apply_fn, params, x, targets, heatmap_loss, chunk_size=3))
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    np.testing.assert_allclose(a, c, rtol=1e-4)
+    with pytest.raises(ValueError, match="cotangents"):
+        heatmap_grad_sq_norms(model, x, targets, cotangents="loop")
+
+
+def test_ground_truth_neighbour_labels_change_scores(setup):
+    data, model = setup
+    a = eglpp_pose_scores(model, data, np.arange(12), np.arange(20, 24), top_k=5)
+    b = eglpp_pose_scores(model, data, np.arange(12), np.arange(20, 24), top_k=5,
+                          labels="ground_truth")  # fmt: skip
+    assert a.shape == b.shape == (4,) and np.all(b > 0) and not np.allclose(a, b)
+    with pytest.raises(ValueError, match="labelled"):
+        eglpp_pose_scores(model, data, np.arange(0), np.arange(20, 24))
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+def test_each_strategy_selects_valid_unlabelled_items(setup, kind):
+    data, model = setup
+    state = PoolState(np.arange(12), np.arange(12, 40), model, 0)
+    strategy = PoseStrategy(kind, data, n_candidates=10, eglpp=(("top_k", 5),))
+    picks = strategy.select(state, 4, jax.random.key(0))
+    assert picks.shape == (4,) and len(set(picks)) == 4 and set(picks) <= set(range(12, 40))
+    np.testing.assert_array_equal(picks, strategy.select(state, 4, jax.random.key(0)))
+    if kind not in ("random", "core-set"):
+        # top-scored candidates are picked: every pick scores ≥ every unpicked candidate
+        k_sub, _ = jax.random.split(jax.random.key(0))
+        pos = np.asarray(jax.random.choice(k_sub, 28, (10,), False))
+        cand = np.sort(state.unlabelled[pos])
+        s = strategy.scores(model, state.labelled, cand)
+        picked = np.isin(cand, picks)
+        assert s[picked].min() >= s[~picked].max()
+
+
+def test_strategy_errors(setup):
+    data, model = setup
+    with pytest.raises(ValueError, match="kind"):
+        PoseStrategy("bald", data)
+    state = PoolState(np.arange(38), np.arange(38, 40), model, 0)
+    with pytest.raises(ValueError, match="budget"):
+        PoseStrategy("random", data).select(state, 3, jax.random.key(0))
