@@ -47,36 +47,48 @@ def _families(arrays) -> list[str]:
     return list(dict.fromkeys(family for family, _ in arrays))
 
 
-def closed_form_vs_monte_carlo(arrays: dict[tuple[str, str], dict[str, np.ndarray]]) -> plt.Figure:
-    """Scatter of closed-form EGL against the Monte-Carlo estimate, one panel per family."""
+def closed_form_vs_monte_carlo(
+    arrays: dict[tuple[str, str], dict[str, np.ndarray]], threshold: float | None = None
+) -> plt.Figure:
+    """Closed-form EGL against the Monte-Carlo estimate (top) and their z-scores (bottom)."""
     families = _families(arrays)
-    fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families), 4.2), squeeze=False)
-    for ax, family in zip(axes[0], families, strict=True):
+    fig, axes = plt.subplots(
+        2,
+        len(families),
+        figsize=(4.6 * len(families), 7.2),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 2]},
+    )
+    for col, family in enumerate(families):
+        ax, ax_z = axes[0, col], axes[1, col]
         lo, hi = np.inf, -np.inf
         for (fam, dataset), arr in arrays.items():
             if fam != family:
                 continue
             closed, mc, se = arr["check_closed"], arr["check_mc"], arr["check_stderr"]
+            marker = DATASET_MARKERS.get(dataset, "o")
             ax.errorbar(
-                closed,
-                mc,
-                yerr=2 * se,
-                fmt=DATASET_MARKERS.get(dataset, "o"),
-                ms=4,
-                capsize=2,
-                label=dataset,
-                alpha=0.85,
+                closed, mc, yerr=2 * se, fmt=marker, ms=4, capsize=2, label=dataset, alpha=0.85
             )
+            ax_z.plot(closed, (closed - mc) / se, marker, ms=4, label=dataset, alpha=0.85)
             lo, hi = min(lo, closed.min(), (mc - 2 * se).min()), max(hi, closed.max(), mc.max())
         lo = max(lo, hi * 1e-8)
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("closed-form EGL (Eq. 10)")
         ax.set_ylabel("Monte-Carlo EGL (Eq. 5), ±2 SE")
         ax.set_title(FAMILY_LABELS.get(family, family))
         ax.legend(fontsize=8)
-    fig.suptitle("Closed form agrees with the Monte-Carlo definition of EGL", y=1.02)
+        ax_z.axhspan(-2, 2, color="0.9", zorder=0, label="±2 SE")
+        if threshold is not None:
+            for sign in (-1, 1):
+                ax_z.axhline(sign * threshold, color="crimson", ls="--", lw=1)
+            ax_z.plot([], [], color="crimson", ls="--", label=f"check threshold ±{threshold:.2f}")
+        ax_z.set_xscale("log")
+        ax_z.set_xlabel("closed-form EGL (Eq. 10)")
+        ax_z.set_ylabel("z = (closed − MC) / SE")
+        ax_z.legend(fontsize=7, ncol=2)
+    fig.suptitle("Closed form agrees with the Monte-Carlo definition of EGL", y=1.0)
     fig.tight_layout()
     return fig
 
@@ -133,13 +145,15 @@ def toy1d_terms(
         top.set_title(f"{FAMILY_LABELS.get(family, family)} on the 1-D toy")
         top.legend(fontsize=7, loc="lower left")
 
-        bottom.plot(x, arr["aleatoric"], label="aleatoric  mean σ_k²")
-        bottom.plot(x, arr["epistemic"], label="epistemic  spread of μ_k")
-        bottom.plot(x, arr["squared_bias"], label="squared bias  (μ̄ − f_z)²")
+        bottom.plot(x, arr["aleatoric"], label="aleatoric: mean σ_k² (noise)")
+        bottom.plot(x, arr["epistemic"], label="epistemic: spread of μ_k")
+        bottom.plot(x, arr["squared_bias"], label="squared bias: (μ̄ − f_z)²")
         bottom.plot(
             x, arr["aleatoric"] + arr["epistemic"], "k--", lw=1.2, label="Kendall–Gal Var (Eq. 11)"
         )
         bottom.set_yscale("log")
+        top_value = float(np.max(arr["aleatoric"] + arr["epistemic"] + arr["squared_bias"]))
+        bottom.set_ylim(top_value * 1e-5, top_value * 3)  # hide the zero-crossings of the bias
         bottom.set_xlabel("x  (grey bands: no training inputs)")
         bottom.set_ylabel("bracket terms of Eq. 10")
         twin = bottom.twinx()
@@ -148,11 +162,13 @@ def toy1d_terms(
         )
         twin.set_yscale("log")
         twin.set_ylabel("EGL = c‖∇f_z‖² · bracket", color="crimson")
-        handles = bottom.get_legend_handles_labels()
-        twin_handles = twin.get_legend_handles_labels()
-        bottom.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=7)
+        if col == 0:
+            handles, labels = bottom.get_legend_handles_labels()
+            twin_handles, twin_labels = twin.get_legend_handles_labels()
+            legend_items = (handles + twin_handles, labels + twin_labels)
     fig.suptitle("EGL = c‖∇f_z‖² [aleatoric + epistemic + squared bias] along x", y=1.0)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(*legend_items, loc="lower center", ncol=5, fontsize=8, frameon=False)
     return fig
 
 
@@ -207,7 +223,9 @@ def write_all_figures(
     out_dir: str | os.PathLike,
 ) -> list[str]:
     """All verification figures into ``out_dir``; returns the written paths."""
-    paths = save_figure(closed_form_vs_monte_carlo(arrays), out_dir, "closed_form_vs_monte_carlo")
+    threshold = report.get("checks", {}).get("mc_threshold")
+    fig = closed_form_vs_monte_carlo(arrays, threshold)
+    paths = save_figure(fig, out_dir, "closed_form_vs_monte_carlo")
     paths += save_figure(mc_error_vs_samples(report), out_dir, "mc_error_vs_samples")
     if any(d == "toy1d" for _, d in arrays):
         c = float(report["config"]["c"])
