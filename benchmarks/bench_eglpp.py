@@ -171,7 +171,7 @@ def bench_closed_form(n: int, width: int, n_members: int, n_samples: int, repeat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip", nargs="*", default=[], choices=["tsne", "eglpp", "closed"])
     args = parser.parse_args()
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
@@ -182,7 +182,7 @@ def main() -> None:
         if args.quick:
             bench_eglpp(n=16, size=16, ks=(10,), chunk=8, repeats=2)
         else:
-            bench_eglpp(n=64, size=32, ks=(10, 30), chunk=16, repeats=args.repeats)
+            bench_eglpp(n=64, size=32, ks=(10, 30), chunk=8, repeats=args.repeats)
     if "closed" not in args.skip:
         n, s = (256, 64) if args.quick else (4096, 256)
         bench_closed_form(n, width=64, n_members=4, n_samples=s, repeats=args.repeats)

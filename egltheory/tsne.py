@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from egltheory.validation import check_finite, check_ndim
+from egltheory.validation import check_finite, check_ndim, is_concrete
 
 __all__ = [
     "CONVENTIONS",
@@ -181,6 +181,12 @@ def _check_solver(solver: str) -> str:
     return solver
 
 
+@jax.jit
+def _count_invalid(sq: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(number of NaN/inf entries, number of negative entries) of ``sq`` in one pass."""
+    return jnp.sum(~jnp.isfinite(sq)), jnp.sum(sq < 0)
+
+
 def _check_common(n_ref: int, perplexity: float, convention: str, tol: float, chunk_size: int):
     target = target_entropy(perplexity, convention)
     if n_ref < 1:
@@ -214,12 +220,17 @@ def conditional_probabilities_from_sq_distances(
     ``tol`` is the tolerance on the row entropy in nats (scikit-learn's criterion).
     """
     check_ndim("sq_distances", sq_distances, 2, "[Nq, Nr]")
-    check_finite("sq_distances", sq_distances)
     sq = jnp.asarray(sq_distances)
     if not jnp.issubdtype(sq.dtype, jnp.floating):
         sq = sq.astype(jnp.result_type(float))
-    if bool(jnp.any(sq < 0)):
-        raise ValueError("`sq_distances` must be non-negative squared distances.")
+    if is_concrete(sq):
+        n_bad, n_negative = (int(v) for v in _count_invalid(sq))  # one fused pass
+        if n_bad:
+            raise ValueError(f"`sq_distances` must be finite, found {n_bad} NaN/inf values.")
+        if n_negative:
+            raise ValueError(
+                f"`sq_distances` must be non-negative squared distances, found {n_negative} < 0."
+            )
     target = _check_common(sq.shape[1], perplexity, convention, tol, chunk_size)
     if sq.shape[0] == 0:
         return jnp.zeros(sq.shape, sq.dtype)

@@ -140,7 +140,13 @@ def _curves(out):
 
 @pytest.mark.slow
 def test_script_end_to_end_kill_and_resume(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    # A persistent compilation cache shared by the three runs: only the first one compiles.
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     full = tmp_path / "full"
     subprocess.run(_script(full), check=True, env=env, capture_output=True, timeout=600)
     for name in (

@@ -160,5 +160,7 @@ def test_bad_input_is_refused():
         conditional_probabilities(bad, r, 5.0)
     with pytest.raises(ValueError, match="non-negative"):
         conditional_probabilities_from_sq_distances(-jnp.ones((2, 10)), 3.0)
+    with pytest.raises(ValueError, match="finite"):
+        conditional_probabilities_from_sq_distances(jnp.ones((2, 10)).at[1, 1].set(jnp.inf), 3.0)
     with pytest.raises(ValueError, match="`k`"):
         top_k_neighbours(jnp.ones((2, 3)) / 3, 4)
