@@ -95,13 +95,18 @@ def test_eglpp_equals_naive_per_example_computation(setup):
     emb_c = infer(model, data.images[cand])["embeddings"]
     p_full = _tsne_rows_numpy(emb_c.astype(np.float64), out_l["embeddings"].astype(np.float64), 4.0)
     top = np.argsort(-p_full, axis=1)[:, :5]
-    np.testing.assert_array_equal(labelled[top], nbrs)
-    # 1e-4: float32 embeddings; the bisection itself is exact to 1e-12
-    np.testing.assert_allclose(np.take_along_axis(p_full, top, 1), probs, rtol=1e-4, atol=1e-7)
+    # same neighbour sets (near-duplicate clip frames tie in probability, so order may differ)
+    np.testing.assert_array_equal(np.sort(labelled[top], 1), np.sort(nbrs, 1))
+    # rtol 1e-4: float32 embeddings and the engine's entropy tolerance (1e-5 nats). atol 1e-6:
+    # rows with 4 identical near-duplicate neighbours reach perplexity 4 only as β → ∞; both
+    # solvers stop at a large β and leave < 1e-6 on the far neighbours.
+    np.testing.assert_allclose(
+        np.sort(np.take_along_axis(p_full, top, 1), 1), np.sort(probs, 1), rtol=1e-4, atol=1e-6
+    )
     targets = out_l["heatmaps"][top]  # default: the model's predictions of the neighbours
     naive = _naive_sq_norms(model, preprocess(data.images[cand]), targets)
     expected = (np.take_along_axis(p_full, top, 1) * naive).sum(1)
-    np.testing.assert_allclose(scores, expected, rtol=2e-4)  # float32 gradients
+    np.testing.assert_allclose(scores, expected, rtol=2e-4)  # float32 gradients (+ the above)
 
 
 def test_grad_norms_unroll_vmap_and_eglpp_engine_agree(setup):

@@ -49,7 +49,7 @@ def test_tiny_preset_writes_table_and_figures(full_run):
 def test_kill_and_resume_matches_uninterrupted_run(full_run):
     base, full = full_run
     out = base / "resumed"
-    cmd = _cmd(out, base / "cache", "--strategies", "random", "egl++", "--seeds", "0")
+    cmd = _cmd(out, base / "cache", "--strategies", "random", "--seeds", "0")
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     marker = out / "runs" / "random" / "seed_0" / "cycle_0001.json"
     deadline = time.time() + 300
@@ -64,5 +64,5 @@ def test_kill_and_resume_matches_uninterrupted_run(full_run):
     subprocess.run([*cmd, "--resume"], check=True, cwd=ROOT, timeout=600)
     resumed = json.loads((out / "results.json").read_text())
     reference = json.loads((full / "results.json").read_text())
-    for strategy in ("random", "egl++"):
-        assert resumed[strategy]["0"] == reference[strategy]["0"]
+    assert resumed["random"]["0"] == reference["random"]["0"]
+    assert len(resumed["random"]["0"]) == 3
