@@ -55,10 +55,10 @@ def _cached_apply(seed):
 def _model(out=1, seed=0):
     model = TinyConvNet(out, rngs=nnx.Rngs(seed))
     # Non-trivial BatchNorm statistics and affine parameters, so that BN matters.
-    model.bn.mean[...] = jnp.linspace(-0.2, 0.3, 4)
-    model.bn.var[...] = jnp.linspace(0.5, 2.0, 4)
-    model.bn.scale[...] = jnp.linspace(0.7, 1.4, 4)
-    model.bn.bias[...] = jnp.linspace(-0.1, 0.2, 4)
+    model.bn.mean[...] = jnp.linspace(-0.2, 0.3, 4, dtype=model.bn.mean[...].dtype)
+    model.bn.var[...] = jnp.linspace(0.5, 2.0, 4, dtype=model.bn.var[...].dtype)
+    model.bn.scale[...] = jnp.linspace(0.7, 1.4, 4, dtype=model.bn.scale[...].dtype)
+    model.bn.bias[...] = jnp.linspace(-0.1, 0.2, 4, dtype=model.bn.bias[...].dtype)
     return model
 
 
