@@ -309,7 +309,14 @@ def _to_host(tree):
 
 
 def _default_save(model, path: Path) -> None:
-    atomic_write_bytes(path, pickle.dumps(_to_host(model), protocol=pickle.HIGHEST_PROTOCOL))
+    try:
+        data = pickle.dumps(_to_host(model), protocol=pickle.HIGHEST_PROTOCOL)
+    except (AttributeError, TypeError, pickle.PicklingError) as err:
+        raise ValueError(
+            f"the model cannot be pickled ({err}); pass `save_model`/`load_model` to "
+            "run_active_learning (e.g. orbax, or refit from the checkpointed labelled set)."
+        ) from err
+    atomic_write_bytes(path, data)
 
 
 def _default_load(path: Path):

@@ -29,6 +29,7 @@ import csv
 import functools
 import io
 import math
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -249,6 +250,18 @@ def run_regression_al(
         def train_fn(prev, labelled, key, Xp=Xp, yp=yp, ensemble=ensemble):
             return ensemble.fit(key, Xp[labelled], yp[labelled])
 
+        # The model is refitted from scratch each cycle, so it is a deterministic function of
+        # (labelled set, train key), both in the loop's own checkpoint: store no model, refit it
+        # on resume (works for every family, including those holding closures pickle refuses).
+        def save_model(model, path):
+            atomic_write_bytes(path, b"refit from the labelled set and train key in the .pkl\n")
+
+        def load_model(path, train_fn=train_fn):
+            with open(path.with_suffix(".pkl"), "rb") as fh:
+                ckpt = pickle.load(fh)  # the loop's own checkpoint
+            key = jax.random.wrap_key_data(jnp.asarray(ckpt["train_key_data"]))
+            return train_fn(None, ckpt["labelled"], key)
+
         records = run_active_learning(
             out_dir=out / dataset / family / strategy_name / f"seed{seed}",
             strategy=make_strategy(strategy_name, Xp, yp, config),
@@ -262,6 +275,8 @@ def run_regression_al(
             resume=resume,
             features=Xp,
             run_info={"config": asdict(config), "dataset": dataset, "family": family},
+            save_model=save_model,
+            load_model=load_model,
         )
         rows += [
             {

@@ -190,5 +190,17 @@ def test_bad_input_is_refused(tmp_path):
             key=jax.random.key(0),
             features=bad,
         )
+    with pytest.raises(ValueError, match="cannot be pickled"):
+        run_active_learning(
+            out_dir=tmp_path / "closure",
+            strategy=RandomSelection(),
+            initial_labelled=[0],
+            pool_size=40,
+            budget=1,
+            n_cycles=1,
+            train_fn=lambda prev, lab, key: lambda: 0,
+            evaluate_fn=lambda model: {},
+            key=jax.random.key(0),
+        )
     with pytest.raises(ValueError, match="scores"):
         TopScoreSelection("s", lambda s, k: np.array([np.nan, 1, 2])).select(state, 1, None)
