@@ -24,6 +24,7 @@ THEORY.md, Σ_n p_n · 4 (y_n − f)² ‖∇_θ f‖² = 4 ‖∇f‖² m [Var_
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -73,12 +74,30 @@ def nnx_apply(
     """
     model.eval()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def apply_fn(p, x_batch):
-        m = nnx.merge(graphdef, p, rest)
-        return m(x_batch) if method is None else method(m, x_batch)
-
+    # A pytree function: the graph definition is static (hashable, equal across models of one
+    # architecture), the non-parameter state is a traced child. Compiled programs are therefore
+    # reused across models of the same architecture (e.g. every active-learning cycle).
+    apply_fn = jax.tree_util.Partial(_NNXCall(graphdef, method), rest)
     return apply_fn, params, rest
+
+
+@dataclass(frozen=True)
+class _NNXCall:
+    """Static half of :func:`nnx_apply`: ``(rest, params, x_batch) -> model(x_batch)``."""
+
+    graphdef: nnx.GraphDef
+    method: Callable[[nnx.Module, jax.Array], Any] | None
+
+    def __call__(self, rest, params, x_batch):
+        model = nnx.merge(self.graphdef, params, rest)
+        return model(x_batch) if self.method is None else self.method(model, x_batch)
+
+
+def _as_pytree_fn(apply_fn) -> jax.tree_util.Partial:
+    """Plain functions become static pytree leaves of a ``Partial``; ``Partial``s pass through."""
+    if isinstance(apply_fn, jax.tree_util.Partial):
+        return apply_fn
+    return jax.tree_util.Partial(apply_fn)
 
 
 def global_average_pool(features: jax.Array) -> jax.Array:
@@ -177,14 +196,21 @@ def _chunked_map(fn, chunk_size, *arrays):
     return jax.tree_util.tree_map(lambda o: o.reshape(n_chunks * chunk_size, *o.shape[2:])[:n], out)
 
 
-@partial(jax.jit, static_argnames=("apply_fn", "loss_fn", "chunk_size", "cotangents"))
 def _loss_grad_sq_norms(apply_fn, params, x, targets, loss_fn, chunk_size, cotangents):
+    """See :func:`_jit_loss_grad_sq_norms`; accepts plain functions and ``Partial``s."""
+    return _jit_loss_grad_sq_norms(
+        _as_pytree_fn(apply_fn), params, x, targets, loss_fn, chunk_size, cotangents
+    )
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "chunk_size", "cotangents"))
+def _jit_loss_grad_sq_norms(apply_fn, params, x, targets, loss_fn, chunk_size, cotangents):
     """One program for the whole pool: ``lax.map`` over chunks (used inside ``shard_map``)."""
     fn = partial(_per_example_sq_norms, apply_fn, loss_fn, cotangents, params)
     return _chunked_map(fn, chunk_size, x, targets)
 
 
-@partial(jax.jit, static_argnames=("apply_fn", "loss_fn", "cotangents"))
+@partial(jax.jit, static_argnames=("loss_fn", "cotangents"))
 def _chunk_sq_norms(apply_fn, params, x_chunk, targets_chunk, loss_fn, cotangents):
     """``[B, K]`` for one chunk: ``vmap`` over its inputs of (one vjp + K pullbacks)."""
     fn = partial(_per_example_sq_norms, apply_fn, loss_fn, cotangents, params)
@@ -268,10 +294,12 @@ def loss_grad_sq_norms(
     targets = jax.tree_util.tree_map(jnp.asarray, targets)
     if isinstance(x, jax.core.Tracer):  # inside a caller's jit: one program with lax.map
         return _loss_grad_sq_norms(apply_fn, params, x, targets, loss_fn, chunk, cotangents)
-    return _loss_grad_sq_norms_eager(apply_fn, params, x, targets, loss_fn, chunk, cotangents)
+    return _loss_grad_sq_norms_eager(
+        _as_pytree_fn(apply_fn), params, x, targets, loss_fn, chunk, cotangents
+    )
 
 
-@partial(jax.jit, static_argnames=("apply_fn", "loss_fn"))
+@partial(jax.jit, static_argnames=("loss_fn",))
 def _naive_one_target(apply_fn, params, x, t_k, loss_fn):
     """``[N]`` squared norms, one target per input: a full ``vmap(grad)`` (forward + backward)."""
 
@@ -294,6 +322,7 @@ def naive_loss_grad_sq_norms(
     The baseline of the benchmark and an independent check of :func:`loss_grad_sq_norms`.
     """
     _, n_k = _check_pool(x, targets)
+    apply_fn = _as_pytree_fn(apply_fn)
     cols = [
         _naive_one_target(
             apply_fn, params, x, jax.tree_util.tree_map(lambda t, k=k: t[:, k], targets), loss_fn

@@ -12,10 +12,9 @@
   ``y_n`` = the model's predicted heatmaps of the neighbours (default, as the authors) or their
   ground-truth heatmaps. Gradients cover every trainable parameter of the hourglass (BatchNorm
   in inference mode); one shared forward per unlabelled image (``jax.vjp`` once, K cotangents,
-  unrolled or vmapped), exactly as ``egltheory.eglpp.loss_grad_sq_norms`` computes them; here the
-  model's state is a traced argument of a program cached per architecture, so a new model each
-  cycle does not recompile (``eglpp``'s jit is keyed on the ``apply_fn`` closure). Probabilities
-  and top-K come from ``egltheory.tsne``.
+  unrolled or vmapped) by ``egltheory.eglpp.loss_grad_sq_norms``, whose compiled program is
+  cached per architecture, so a new model each cycle does not recompile. Probabilities and top-K
+  come from ``egltheory.tsne``.
 
 ``PoseStrategy`` wraps all five for ``egltheory.active.run_active_learning``. Each cycle it scores
 a random candidate subset of the unlabelled pool (``n_candidates``; ``None`` = all), as Yoo &
@@ -30,8 +29,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from egltheory.eglpp import loss_grad_sq_norms, nnx_apply
 from egltheory.pose.data import PoseDataset, gaussian_heatmaps
 from egltheory.pose.learning_loss import PoseNet
 from egltheory.pose.training import heatmap_loss, infer, preprocess
@@ -91,38 +90,6 @@ def neighbour_heatmaps(
     raise ValueError(f"source must be 'prediction' or 'ground_truth', got {source!r}")
 
 
-_GRAD_CACHE: dict = {}
-
-
-def _tree_sq_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree))
-
-
-def _grad_program(graphdef, cotangents: str):
-    key = (graphdef, cotangents)
-    if key in _GRAD_CACHE:
-        return _GRAD_CACHE[key]
-
-    @jax.jit
-    def run(params, rest, x_chunk, t_chunk):
-        """x_chunk: [B, S, S, 3]; t_chunk: [B, K, h, w, J] -> [B, K]."""
-
-        def per_example(x_i, t_i):
-            def f(p):
-                return nnx.merge(graphdef, p, rest)(x_i[None])[0]
-
-            out, pullback = jax.vjp(f, params)
-            cots = jax.vmap(jax.grad(heatmap_loss), in_axes=(None, 0))(out, t_i)  # [K, ...]
-            if cotangents == "vmap":
-                return jax.vmap(lambda c: _tree_sq_norm(pullback(c)[0]))(cots)
-            return jnp.stack([_tree_sq_norm(pullback(cots[k])[0]) for k in range(t_i.shape[0])])
-
-        return jax.vmap(per_example)(x_chunk, t_chunk)
-
-    _GRAD_CACHE[key] = run
-    return run
-
-
 def heatmap_grad_sq_norms(
     model: PoseNet, x, targets, *, chunk_size: int = 8, cotangents: str = "vmap"
 ) -> np.ndarray:
@@ -141,22 +108,13 @@ def heatmap_grad_sq_norms(
             f"x must be [N, S, S, 3] and targets [N, K, h, w, J] with N > 0, got {x.shape}, "
             f"{targets.shape}"
         )
-    hg = model.hourglass
-    hg.eval()
-    graphdef, params, rest = nnx.split(hg, nnx.Param, ...)
-    n = x.shape[0]
-    chunk = chunk_size  # fixed chunk shape (padded): one compilation whatever N is
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    if pad:  # pad with copies of the last example (valid input); sliced off below
-        x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
-        targets = np.concatenate([targets, np.repeat(targets[-1:], pad, axis=0)])
-    run = _grad_program(graphdef, cotangents)  # one compilation per (architecture, chunk, K)
-    out = [
-        np.asarray(run(params, rest, x[lo : lo + chunk], targets[lo : lo + chunk]))
-        for lo in range(0, n_chunks * chunk, chunk)
-    ]
-    return np.concatenate(out)[:n]
+    apply_fn, params, _ = nnx_apply(model.hourglass)  # inference mode, every nnx.Param
+    # eglpp pads the last chunk to the chunk shape and caches the compiled program per
+    # architecture, so successive cycles' models reuse it.
+    norms = loss_grad_sq_norms(
+        apply_fn, params, x, targets, heatmap_loss, chunk_size=chunk_size, cotangents=cotangents
+    )
+    return np.asarray(norms)
 
 
 def eglpp_pose_scores(
