@@ -23,10 +23,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from egltheory.ensembles.base import (
+    ParametricFullDataModel,
     bootstrap_counts,
     bootstrap_indices,
     check_member_count,
-    f_z_batch,
     validate_inputs,
     validate_training_data,
 )
@@ -40,7 +40,7 @@ from egltheory.ensembles.networks import (
 
 
 @dataclass(frozen=True, eq=False)
-class FittedAleatoricEnsemble:
+class FittedAleatoricEnsemble(ParametricFullDataModel):
     """K trained heteroscedastic networks plus f_z.
 
     graphdef: the network graph; member_state: parameters stacked [K, ...]; params: f_z's
@@ -65,23 +65,11 @@ class FittedAleatoricEnsemble:
         X = validate_inputs("X", X, self.n_features)
         return predict_stacked(self.graphdef, self.member_state, X)
 
-    def f_z(self, X) -> jax.Array:
-        """Mean head of the full-data network, ``[N]``."""
-        X = validate_inputs("X", X, self.n_features)
-        return f_z_batch(self.apply_fn, self.params, X)
-
     def f_z_variance(self, X) -> jax.Array:
         """Aleatoric variance head of the full-data network, ``[N]``."""
         X = validate_inputs("X", X, self.n_features)
         _, variance = nnx.merge(self.graphdef, self.params)(X)
         return variance
-
-    def grad_sq_norm(self, X) -> jax.Array:
-        """``‖∇_θ f_z(x)‖²`` by autodiff over all of f_z's parameters, ``[N]``."""
-        from egltheory import egl
-
-        X = validate_inputs("X", X, self.n_features)
-        return egl.grad_sq_norm(self.apply_fn, self.params, X)
 
 
 @dataclass(frozen=True)

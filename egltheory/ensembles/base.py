@@ -104,3 +104,26 @@ def check_member_count(n_members: int) -> None:
 def f_z_batch(apply_fn: ApplyFn, params: Any, X: jax.Array) -> jax.Array:
     """``f_z`` over a batch: ``X [N, d]`` -> ``[N]``."""
     return jax.vmap(apply_fn, in_axes=(None, 0))(params, X)
+
+
+class ParametricFullDataModel:
+    """``f_z`` and Eq. 10's ``‖∇_θ f_z‖²`` from a fitted ensemble's ``apply_fn`` and ``params``.
+
+    Shared by every family: the subclass provides ``apply_fn``, ``params`` and ``n_features``.
+    """
+
+    apply_fn: ApplyFn
+    params: Any
+    n_features: int
+
+    def f_z(self, X) -> jax.Array:
+        """Full-data model prediction ``[N]`` for ``X [N, d]``."""
+        X = validate_inputs("X", X, self.n_features)
+        return f_z_batch(self.apply_fn, self.params, X)
+
+    def grad_sq_norm(self, X) -> jax.Array:
+        """``‖∇_θ f_z(x)‖²`` by autodiff over all of f_z's parameters, ``[N]``."""
+        from egltheory import egl
+
+        X = validate_inputs("X", X, self.n_features)
+        return egl.grad_sq_norm(self.apply_fn, self.params, X)

@@ -33,9 +33,9 @@ from gpjax.parameters import val
 from jax.flatten_util import ravel_pytree
 
 from egltheory.ensembles.base import (
+    ParametricFullDataModel,
     bootstrap_indices,
     check_member_count,
-    f_z_batch,
     validate_inputs,
     validate_training_data,
 )
@@ -149,7 +149,7 @@ def _gp_mean_apply(posterior) -> Callable[[jax.Array, jax.Array], jax.Array]:
 
 
 @dataclass(frozen=True, eq=False)
-class FittedGPEnsemble:
+class FittedGPEnsemble(ParametricFullDataModel):
     """K exact GP posteriors on bootstrap replicas, plus f_z.
 
     member_params: gpjax model array leaves (unconstrained hyper-parameters) stacked [K, ...];
@@ -203,18 +203,6 @@ class FittedGPEnsemble:
             "noise_variance": np.asarray(val(post.likelihood.obs_stddev)) ** 2,
             "mean": np.asarray(val(post.prior.mean_function.constant)).reshape(-1),
         }
-
-    def f_z(self, X) -> jax.Array:
-        """Full-data parametric model prediction ``[N]``."""
-        X = validate_inputs("X", X, self.n_features)
-        return f_z_batch(self.apply_fn, self.params, X)
-
-    def grad_sq_norm(self, X) -> jax.Array:
-        """``‖∇_θ f_z(x)‖²`` by autodiff, ``[N]``."""
-        from egltheory import egl
-
-        X = validate_inputs("X", X, self.n_features)
-        return egl.grad_sq_norm(self.apply_fn, self.params, X)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from egltheory.ensembles.base import (
+    ParametricFullDataModel,
     bootstrap_indices,
     check_member_count,
-    f_z_batch,
     validate_inputs,
     validate_training_data,
 )
@@ -85,7 +85,7 @@ def linear_apply_without_intercept(theta: jax.Array, x: jax.Array) -> jax.Array:
 
 
 @dataclass(frozen=True, eq=False)
-class FittedLinearEnsemble:
+class FittedLinearEnsemble(ParametricFullDataModel):
     """K bootstrap least-squares fits and the full-data fit ``f_z``.
 
     coefficients: [K, p]; inv_grams: [K, p, p]; noise_vars: [K] (s_k²);
@@ -114,18 +114,6 @@ class FittedLinearEnsemble:
         X = validate_inputs("X", X, self.n_features)
         design = _design(X, self.intercept)
         return _predict_members(self.coefficients, self.inv_grams, self.noise_vars, design)
-
-    def f_z(self, X) -> jax.Array:
-        """Full-data least-squares prediction ``[N]``."""
-        X = validate_inputs("X", X, self.n_features)
-        return f_z_batch(self.apply_fn, self.params, X)
-
-    def grad_sq_norm(self, X) -> jax.Array:
-        """``‖∇_θ f_z(x)‖²`` by autodiff (equals ``‖x̃‖²``), ``[N]``."""
-        from egltheory import egl
-
-        X = validate_inputs("X", X, self.n_features)
-        return egl.grad_sq_norm(self.apply_fn, self.params, X)
 
 
 @dataclass(frozen=True)
