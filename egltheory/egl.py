@@ -47,6 +47,7 @@ from egltheory.validation import (
     check_nonnegative,
     check_positive_scalar,
     check_same_shape,
+    check_scalar_ensemble,
     check_shape,
 )
 
@@ -75,18 +76,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Validation helpers shared by the public functions
 # --------------------------------------------------------------------------------------------
-
-
-def _check_scalar_ensemble(means, variances=None, f_z=None) -> None:
-    check_ndim("means", means, 2, "[K, N]")
-    check_members("means", means.shape[0])
-    check_finite("means", means)
-    if variances is not None:
-        check_same_shape("variances", variances, "means", means)
-        check_nonnegative("variances", variances)
-    if f_z is not None:
-        check_shape("f_z", f_z, (means.shape[1],), "[N]")
-        check_finite("f_z", f_z)
 
 
 def _check_vector_ensemble(means, covariances, f_z) -> None:
@@ -165,7 +154,7 @@ def predictive_variance(
         ``[N]`` predictive variance: epistemic spread + mean aleatoric variance.
     """
     means, variances = jnp.asarray(means), jnp.asarray(variances)
-    _check_scalar_ensemble(means, variances)
+    check_scalar_ensemble(means, variances)
     return _member_spread(means) + jnp.mean(variances, axis=0)
 
 
@@ -181,7 +170,7 @@ def bias_variance(
         f_z: ``[N]`` prediction of the model trained on all labels.
     """
     means, variances, f_z = jnp.asarray(means), jnp.asarray(variances), jnp.asarray(f_z)
-    _check_scalar_ensemble(means, variances, f_z)
+    check_scalar_ensemble(means, variances, f_z)
     return BiasVariance(
         aleatoric=jnp.mean(variances, axis=0),
         epistemic=_member_spread(means),
@@ -215,7 +204,7 @@ def egl_closed_form(
     """
     means, variances, f_z = jnp.asarray(means), jnp.asarray(variances), jnp.asarray(f_z)
     grad_sq_norm = jnp.asarray(grad_sq_norm)
-    _check_scalar_ensemble(means, variances, f_z)
+    check_scalar_ensemble(means, variances, f_z)
     check_shape("grad_sq_norm", grad_sq_norm, (means.shape[1],), "[N]")
     check_nonnegative("grad_sq_norm", grad_sq_norm)
     check_positive_scalar("c", c)
@@ -246,7 +235,7 @@ def emcm(
         general for K > 1 (the power-mean inequality is strict unless all |f_k − f_z| are equal).
     """
     means, f_z, features = jnp.asarray(means), jnp.asarray(f_z), jnp.asarray(features)
-    _check_scalar_ensemble(means, f_z=f_z)
+    check_scalar_ensemble(means, f_z=f_z)
     check_ndim("features", features, 2, "[N, P]")
     check_shape("features", features, (means.shape[1], features.shape[1]), "[N, P]")
     check_finite("features", features)
@@ -533,7 +522,7 @@ def egl_monte_carlo(
         :class:`MonteCarloEstimate` with ``estimate`` and ``stderr``, each ``[N]``.
     """
     x, means, variances = jnp.asarray(x), jnp.asarray(means), jnp.asarray(variances)
-    _check_scalar_ensemble(means, variances)
+    check_scalar_ensemble(means, variances)
     _check_scalar_model(apply_fn, params, x)
     if x.shape[0] != means.shape[1]:
         raise ValueError(f"`x` has {x.shape[0]} inputs but `means` has N = {means.shape[1]}.")

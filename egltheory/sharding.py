@@ -34,7 +34,9 @@ from egltheory.eglpp import _loss_grad_sq_norms, _tree_sq_norm, squared_error
 from egltheory.tsne import (
     _check_common,
     _probabilities_from_embeddings,
+    top_k_neighbours,
 )
+from egltheory.validation import check_scalar_ensemble
 
 __all__ = [
     "POOL_AXIS",
@@ -174,9 +176,7 @@ def sharded_eglpp_pool_scores(
         probs = _probabilities_from_embeddings(
             emb, lab_emb, target, 1e-5, 100, min(tsne_chunk_size, emb.shape[0]), "newton"
         )
-        probs_k, idx = jax.lax.top_k(probs, k)
-        if renormalise:
-            probs_k = probs_k / jnp.sum(probs_k, axis=1, keepdims=True)
+        probs_k, idx = top_k_neighbours(probs, k, renormalise=renormalise)
         t = jax.tree_util.tree_map(lambda a: a[idx], lab_t)
         chunk = min(int(chunk_size), x.shape[0])
         sq = _loss_grad_sq_norms(apply_fn, prm, x, t, loss_fn, chunk, cotangents)
@@ -202,7 +202,7 @@ def sharded_egl_scores(
     ``apply_fn(params, x_single) -> scalar``; ``means, variances [K, N]``; ``f_z [N]``.
     """
     means, variances = jnp.asarray(means), jnp.asarray(variances)
-    egl._check_scalar_ensemble(means, variances, jnp.asarray(f_z))
+    check_scalar_ensemble(means, variances, jnp.asarray(f_z))
 
     def block(pool, prm):
         x, mu_t, var_t, fz = pool

@@ -81,3 +81,16 @@ def check_members(name: str, n_members: int, minimum: int = 1) -> None:
         raise ValueError(
             f"`{name}` needs {what} {minimum} member(s) on axis 0 (K), got K = {n_members}."
         )
+
+
+def check_scalar_ensemble(means, variances=None, f_z=None) -> None:
+    """Validate ensemble arrays: ``means [K, N]``, ``variances [K, N]`` ≥ 0, ``f_z [N]``."""
+    check_ndim("means", means, 2, "[K, N]")
+    check_members("means", np.shape(means)[0])
+    check_finite("means", means)
+    if variances is not None:
+        check_same_shape("variances", variances, "means", means)
+        check_nonnegative("variances", variances)
+    if f_z is not None:
+        check_shape("f_z", f_z, (np.shape(means)[1],), "[N]")
+        check_finite("f_z", f_z)
