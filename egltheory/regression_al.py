@@ -106,22 +106,14 @@ class RegressionALConfig:
 
 def make_ensemble(family: str, config: RegressionALConfig):
     """The ensemble of ``family`` ("linear", "aleatoric", "gp") configured from ``config``."""
-    from egltheory.ensembles import AleatoricEnsemble, GPEnsemble, LinearEnsemble
+    from egltheory import ensembles
 
-    if family == "linear":
-        return LinearEnsemble(n_members=config.n_members, ridge=config.ridge)
-    if family == "aleatoric":
-        return AleatoricEnsemble(
-            n_members=config.n_members, hidden=config.hidden, steps=config.nn_steps
-        )
-    if family == "gp":
-        return GPEnsemble(
-            n_members=config.n_members,
-            steps=config.gp_steps,
-            mlp_hidden=config.hidden,
-            mlp_steps=config.nn_steps,
-        )
-    raise ValueError(f"`family` must be 'linear', 'aleatoric' or 'gp', got {family!r}.")
+    options = {
+        "linear": {"ridge": config.ridge},
+        "aleatoric": {"hidden": config.hidden, "steps": config.nn_steps},
+        "gp": {"steps": config.gp_steps, "mlp_hidden": config.hidden, "mlp_steps": config.nn_steps},
+    }.get(family, {})
+    return ensembles.make_ensemble(family, n_members=config.n_members, **options)
 
 
 def paired_split(

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from egltheory import egl
+from egltheory import egl, ensembles
 from egltheory.datasets import (
     TOY1D_GAPS,
     TOY1D_RANGE,
@@ -36,7 +36,6 @@ from egltheory.datasets import (
     load_regression_dataset,
     toy1d,
 )
-from egltheory.ensembles import AleatoricEnsemble, GPEnsemble, LinearEnsemble
 
 FAMILIES = ("linear", "aleatoric", "gp")
 SCORES = ("egl", "egl_over_grad", "kendall_gal", "emcm")
@@ -89,22 +88,15 @@ class VerificationConfig:
 
 def make_ensemble(family: str, config: VerificationConfig):
     """The ensemble object (unfitted) for ``family`` at this config's sizes."""
-    if family == "linear":
-        return LinearEnsemble(n_members=config.n_members)
-    if family == "aleatoric":
-        return AleatoricEnsemble(
-            n_members=config.n_members,
-            hidden=config.aleatoric_hidden,
-            steps=config.aleatoric_steps,
-        )
-    if family == "gp":
-        return GPEnsemble(
-            n_members=config.n_members,
-            steps=config.gp_steps,
-            mlp_hidden=config.gp_mlp_hidden,
-            mlp_steps=config.gp_mlp_steps,
-        )
-    raise ValueError(f"`family` must be one of {FAMILIES}, got {family!r}.")
+    options = {
+        "aleatoric": {"hidden": config.aleatoric_hidden, "steps": config.aleatoric_steps},
+        "gp": {
+            "steps": config.gp_steps,
+            "mlp_hidden": config.gp_mlp_hidden,
+            "mlp_steps": config.gp_mlp_steps,
+        },
+    }.get(family, {})
+    return ensembles.make_ensemble(family, n_members=config.n_members, **options)
 
 
 def split_dataset(

@@ -16,6 +16,14 @@ from egltheory.ensembles.linear import FittedLinearEnsemble, LinearEnsemble
 
 FAMILIES = {"linear": LinearEnsemble, "aleatoric": AleatoricEnsemble, "gp": GPEnsemble}
 
+
+def make_ensemble(family: str, **options):
+    """An unfitted ensemble of ``family`` ("linear", "aleatoric" or "gp") built with ``options``."""
+    if family not in FAMILIES:
+        raise ValueError(f"`family` must be one of {tuple(FAMILIES)}, got {family!r}.")
+    return FAMILIES[family](**options)
+
+
 __all__ = [
     "FAMILIES",
     "KERNELS",
@@ -28,4 +36,5 @@ __all__ = [
     "LinearEnsemble",
     "bootstrap_counts",
     "bootstrap_indices",
+    "make_ensemble",
 ]
