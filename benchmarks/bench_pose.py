@@ -1,23 +1,28 @@
 """Pose benchmark: EGL++ scoring throughput and training throughput (CPU or GPU).
 
 EGL++ needs ‖∇_θ l(x, y_k)‖² for K = 30 neighbour labels y_k per unlabelled image x. Compared in
-the same process, on the same jitted model:
+one process, on the same weights, all giving the same values (checked here):
 
-* ``shared+unroll``: one forward (``jax.vjp``) per image, K pullbacks unrolled in one program;
-* ``shared+vmap``:   one forward per image, the K cotangents vmapped through one pullback;
-* ``K separate``:    K forward+backward passes per image (the authors' approach, in JAX).
+* ``K separate``: K forward+backward passes per image, XLA's convolution derivatives (the authors'
+  approach, in JAX) — the baseline of every ratio;
+* ``vmap``/``unroll``: one forward (``jax.vjp``) per image, the K cotangents vmapped through one
+  pullback or K pullbacks unrolled in one program (``egltheory.eglpp``);
+* kernel gradient ``xla`` (XLA's backward-filter convolutions) or ``im2col`` (one GEMM per layer,
+  ``egltheory.conv``; the pose model's default on CPU).
 
-    python benchmarks/bench_pose.py                 # CPU-preset model (48 px, 1 stack, 32 ch)
-    python benchmarks/bench_pose.py --paper         # + paper size (256 px, 2 stacks, 256 ch)
-    python benchmarks/bench_pose.py --skip-unroll   # the unrolled program compiles slowly on CPU
+    python benchmarks/bench_pose.py            # CPU-preset model (48 px, 1 stack, 32 ch)
+    python benchmarks/bench_pose.py --paper    # + paper size (256 px, 2 stacks, 256 ch): ~15 min
+                                               #   on 2 CPU cores, the unrolled program compiles ~7
 
-Times are steady state (after one warm-up call, compile time reported separately).
+Times are steady state (best of ``--repeats`` calls after a first call, which includes compilation
+and is reported separately).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +34,11 @@ from egltheory.pose.data import make_synthetic
 from egltheory.pose.hourglass import HourglassConfig, count_params
 from egltheory.pose.training import TrainConfig, heatmap_loss, init_model, train_pose_model
 
+AUTHORS_PYTORCH_S_PER_IMAGE = 85.0  # the authors' EGL++ at paper size, this 2-core CPU (issue 5)
+
 
 def _k_separate_program(model):
+    """K full forward+backward passes per image (one ``vmap(grad)`` over images per neighbour)."""
     hg = model.hourglass
     hg.eval()
     graphdef, params, rest = nnx.split(hg, nnx.Param, ...)
@@ -53,7 +61,7 @@ def _k_separate_program(model):
     return run
 
 
-def _timed(fn, repeats=1):
+def _timed(fn, repeats):
     t0 = time.perf_counter()
     out = fn()
     first = time.perf_counter() - t0
@@ -62,72 +70,84 @@ def _timed(fn, repeats=1):
         t0 = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - t0)
-    return out, first, (first if repeats == 0 else best)
+    return out, first, best
 
 
-def bench_eglpp(cfg: HourglassConfig, n_images: int, k: int, chunk: int, modes, repeats: int):
-    model = init_model(cfg, 0)
-    model.eval()
+def _with_kernel_grad(model, cfg: HourglassConfig, kernel_grad: str):
+    """The same weights in a model whose convolutions differentiate kernels by ``kernel_grad``."""
+    other = init_model(replace(cfg, kernel_grad=kernel_grad), 0)
+    nnx.update(other, nnx.state(model))
+    return other
+
+
+def bench_eglpp(cfg: HourglassConfig, n_images: int, k: int, chunk: int, variants, repeats: int):
+    base = init_model(replace(cfg, kernel_grad="xla"), 0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n_images, cfg.input_size, cfg.input_size, 3)).astype(np.float32)
     h = cfg.heatmap_size
     targets = rng.random((n_images, k, h, h, cfg.n_joints)).astype(np.float32)
     print(f"\nEGL++ scoring, {cfg.input_size}px, {cfg.n_stacks} stack(s), {cfg.channels} ch, "
-          f"{count_params(model):,} params, K = {k}, {n_images} images")  # fmt: skip
+          f"{count_params(base):,} params, K = {k}, {n_images} images, chunk {chunk}")  # fmt: skip
+    print(f"  {'method':<28}{'s/image':>10}{'images/s':>10}{'vs K separate':>15}{'1st call':>10}")
     results = {}
-    for mode in modes:
+    for mode, kernel_grad in variants:
+        model = _with_kernel_grad(base, cfg, kernel_grad)
         if mode == "separate":
             run = _k_separate_program(model)
             fn = lambda: run(x, targets)  # noqa: B023
         else:
-            fn = lambda m=mode: heatmap_grad_sq_norms(
+            fn = lambda m=mode, model=model: heatmap_grad_sq_norms(
                 model, x, targets, chunk_size=chunk, cotangents=m
             )
         out, first, best = _timed(fn, repeats)
-        results[mode] = (out, best)
-        note = "incl. compile" if repeats == 0 else f"first call incl. compile {first:.1f} s"
-        print(f"  {mode:>9}: {best / n_images:8.3f} s/image  {n_images / best:8.2f} images/s  "
-              f"({note})")  # fmt: skip
-    ref = results.get("separate")
-    for mode, (out, best) in results.items():
-        if ref is not None and mode != "separate":
-            np.testing.assert_allclose(out, ref[0], rtol=2e-3)
-            print(
-                f"  speed-up of {mode} over K separate passes: {ref[1] / best:.2f}x (same values)"
-            )
-    return results
+        name = f"{'K separate' if mode == 'separate' else 'shared fwd + ' + mode}, {kernel_grad}"
+        results[name] = (out, best)
+        ref_out, ref_best = next(iter(results.values()))
+        np.testing.assert_allclose(out, ref_out, rtol=2e-3)  # float32, summation order
+        print(f"  {name:<28}{best / n_images:>10.3f}{n_images / best:>10.2f}"
+              f"{ref_best / best:>14.2f}x{first:>9.1f}s", flush=True)  # fmt: skip
+    return {name: best / n_images for name, (_, best) in results.items()}
 
 
-def bench_training(cfg: HourglassConfig, n: int, batch: int, steps_epochs: int):
+def bench_training(cfg: HourglassConfig, n: int, batch: int, epochs: int):
     data = make_synthetic(n, 0, cfg.input_size)
-    tc = TrainConfig(epochs=1, batch_size=batch)
-    train_pose_model(data, np.arange(batch), cfg, tc, 0, learning_loss=True)  # compile
-    t0 = time.perf_counter()
-    tc = TrainConfig(epochs=steps_epochs, batch_size=batch)
-    train_pose_model(data, np.arange(n), cfg, tc, 0, learning_loss=True)
-    dt = time.perf_counter() - t0
-    imgs = steps_epochs * n
+    rates = {}
+    for kernel_grad in ("xla", "im2col"):
+        c = replace(cfg, kernel_grad=kernel_grad)
+        train_pose_model(data, np.arange(batch), c, TrainConfig(1, batch), 0, learning_loss=True)
+        t0 = time.perf_counter()
+        train_pose_model(data, np.arange(n), c, TrainConfig(epochs, batch), 0, learning_loss=True)
+        rates[kernel_grad] = epochs * n / (time.perf_counter() - t0)
     print(f"\ntraining {cfg.input_size}px/{cfg.n_stacks} stack(s)/{cfg.channels} ch, "
-          f"batch {batch}, augmentation on: {imgs / dt:.1f} images/s")  # fmt: skip
+          f"batch {batch}, "
+          f"augmentation on: {rates['xla']:.1f} images/s with XLA kernel gradients, "
+          f"{rates['im2col']:.1f} with im2col ({rates['im2col'] / rates['xla']:.2f}x)")  # fmt: skip
+
+
+ALL = [(m, g) for m in ("separate", "vmap", "unroll") for g in ("xla", "im2col")]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--images", type=int, default=32, help="unlabelled images (CPU preset)")
     ap.add_argument("--k", type=int, default=30)
-    ap.add_argument("--skip-unroll", action="store_true")
     ap.add_argument("--paper", action="store_true", help="also the paper-size model")
     ap.add_argument("--paper-images", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1, help="timed calls after the first")
     args = ap.parse_args()
     print(f"backend: {jax.default_backend()}, devices: {jax.devices()}")
-    modes = ["separate", "vmap"] + ([] if args.skip_unroll else ["unroll"])
     cpu = HourglassConfig(n_stacks=1, channels=32, depth=2, n_joints=16, input_size=48)
-    bench_eglpp(cpu, args.images, args.k, 8, modes, repeats=1)
+    bench_eglpp(cpu, args.images, args.k, 8, ALL, args.repeats)
     bench_training(cpu, 256, 16, 2)
     if args.paper:
         paper = HourglassConfig()  # 2 stacks, 256 ch, depth 4, 16 joints, 256 px
-        bench_eglpp(paper, args.paper_images, args.k, 1, ["separate", "vmap"], repeats=0)
-        print("  (authors' PyTorch EGL++ on this 2-core CPU: about 85 s/image)")
+        variants = [("separate", "xla"), ("vmap", "xla"), ("vmap", "im2col"), ("unroll", "im2col")]
+        per_image = bench_eglpp(paper, args.paper_images, args.k, 1, variants, args.repeats)
+        authors = AUTHORS_PYTORCH_S_PER_IMAGE
+        print(f"  the authors' PyTorch EGL++ on a 2-core CPU: about {authors:.0f} s/image; "
+              "speed-up over it:")  # fmt: skip
+        for name, s in per_image.items():
+            print(f"    {name:<28}{AUTHORS_PYTORCH_S_PER_IMAGE / s:6.1f}x")
 
 
 if __name__ == "__main__":

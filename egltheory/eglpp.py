@@ -9,12 +9,14 @@ in the authors' code),
 Per-example gradient norms here are exact and cover ALL trainable parameters (every ``nnx.Param``,
 BatchNorm scales and biases included; the authors' Goodfellow-trick code drops BatchNorm). One
 forward pass per input: ``jax.vjp`` is called once and its pullback is applied to the K output
-cotangents ``∂l/∂f (f(x), y_n)``, either unrolled (K pullbacks in one jitted program) or vmapped
-(one batched pullback). The pool is processed in chunks (a Python loop over one jitted chunk
-program, ``jax.vmap`` inside a chunk; ``jax.lax.map`` over chunks when called under a caller's
-``jit``/``shard_map``), so memory is ``chunk_size × K × |θ|`` floats at most. Models are split in
-inference mode (``model.eval()``: BatchNorm uses running statistics), which also makes each
-example's output independent of the rest of the batch.
+cotangents ``∂l/∂f (f(x), y_n)``: unrolled (K pullbacks in one jitted program), vmapped (one batched
+pullback) or vmapped in groups of G with the groups unrolled (``cotangents=G``). For convolutional
+nets on CPU, build the model with :func:`egltheory.conv.conv_general_dilated` so each pullback's
+kernel gradients are GEMMs on the shared forward's im2col patches. The pool is processed in chunks
+(a Python loop over one jitted chunk program, ``jax.vmap`` inside a chunk; ``jax.lax.map`` over
+chunks when called under a caller's ``jit``/``shard_map``), so memory is ``chunk_size × K × |θ|``
+floats at most. Models are split in inference mode (``model.eval()``: BatchNorm uses running
+statistics), which also makes each example's output independent of the rest of the batch.
 
 For a scalar output and l = (y − f)² (:func:`squared_error`) the score equals identity 5 of
 THEORY.md, Σ_n p_n · 4 (y_n − f)² ‖∇_θ f‖² = 4 ‖∇f‖² m [Var_p̃(y) + (ȳ_p̃ − f)²] (tested against
@@ -38,6 +40,7 @@ from egltheory.validation import check_finite, check_ndim, check_nonnegative
 
 __all__ = [
     "COTANGENT_MODES",
+    "check_cotangents",
     "eglpp_pool_scores",
     "eglpp_scores",
     "embed",
@@ -156,6 +159,18 @@ def embed(
     return jnp.concatenate(outs, axis=0)
 
 
+def check_cotangents(cotangents: str | int) -> None:
+    """Accept ``"unroll"``, ``"vmap"`` or a positive int (cotangents per vmapped group)."""
+    ok = cotangents in COTANGENT_MODES or (
+        isinstance(cotangents, int) and not isinstance(cotangents, bool) and cotangents >= 1
+    )
+    if not ok:
+        raise ValueError(
+            f"`cotangents` must be one of {COTANGENT_MODES} or a positive int (cotangents per "
+            f"vmapped group), got {cotangents!r}."
+        )
+
+
 def _tree_sq_norm(tree) -> jax.Array:
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree))
 
@@ -171,6 +186,18 @@ def _per_example_sq_norms(apply_fn, loss_fn, cotangents, params, x_i, targets_i)
     cots = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(out, targets_i)
     n_k = jax.tree_util.tree_leaves(targets_i)[0].shape[0]
     if cotangents == "vmap":
+        grads = jax.vmap(lambda c: pullback(c)[0])(cots)
+        return jax.vmap(_tree_sq_norm)(grads)
+    if isinstance(cotangents, int) and cotangents < n_k:  # vmapped groups, groups unrolled
+        return jnp.concatenate(
+            [
+                jax.vmap(lambda c: _tree_sq_norm(pullback(c)[0]))(
+                    jax.tree_util.tree_map(lambda c, s=start: c[s : s + cotangents], cots)
+                )
+                for start in range(0, n_k, cotangents)
+            ]
+        )
+    if isinstance(cotangents, int):  # one group of all K: plain vmap
         grads = jax.vmap(lambda c: pullback(c)[0])(cots)
         return jax.vmap(_tree_sq_norm)(grads)
     sq = [
@@ -267,7 +294,7 @@ def loss_grad_sq_norms(
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
     *,
     chunk_size: int = 8,
-    cotangents: str = "unroll",
+    cotangents: str | int = "unroll",
 ) -> jax.Array:
     """Exact per-example squared gradient norms ``[N, K]``.
 
@@ -282,10 +309,12 @@ def loss_grad_sq_norms(
       targets: ``[N, K, ...]`` neighbour targets, the trailing shape matching one output.
       loss_fn: ``loss_fn(output_single, target_single) -> scalar``.
       chunk_size: pool inputs per jitted call (memory ≈ ``chunk_size × K × |θ|`` floats at most).
-      cotangents: ``"unroll"`` or ``"vmap"``.
+      cotangents: ``"unroll"`` (K pullbacks in one program), ``"vmap"`` (one pullback batched
+        over K) or an int G: groups of G cotangents vmapped, the ⌈K/G⌉ groups unrolled. On a
+        2-core CPU, paper-size hourglass, K = 30 (``benchmarks/bench_pose.py``): ``"vmap"``
+        12.8 s/image, ``5`` 9.9 s (2 min compile), ``"unroll"`` 8.3 s (12 min compile).
     """
-    if cotangents not in COTANGENT_MODES:
-        raise ValueError(f"`cotangents` must be one of {COTANGENT_MODES}, got {cotangents!r}.")
+    check_cotangents(cotangents)
     if int(chunk_size) < 1:
         raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
     n, _ = _check_pool(x, targets)
@@ -341,7 +370,7 @@ def eglpp_scores(
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
     *,
     chunk_size: int = 8,
-    cotangents: str = "unroll",
+    cotangents: str | int = "unroll",
 ) -> jax.Array:
     """EGL++ scores ``[N]`` (Eq. 12): ``Σ_k neighbour_probs[i, k] · ‖∇ loss(f(x_i), y_ik)‖²``.
 
@@ -388,7 +417,7 @@ def eglpp_pool_scores(
     renormalise: bool = False,
     convention: str = "bits",
     chunk_size: int = 8,
-    cotangents: str = "unroll",
+    cotangents: str | int = "unroll",
 ) -> jax.Array:
     """The whole EGL++ acquisition ``[N]``: Eq. 13 probabilities → top-K → Eq. 12.
 

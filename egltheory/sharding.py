@@ -130,12 +130,13 @@ def sharded_eglpp_scores(
     *,
     mesh: Mesh | None = None,
     chunk_size: int = 64,
-    cotangents: str = "unroll",
+    cotangents: str | int = "unroll",
 ) -> jax.Array:
     """:func:`egltheory.eglpp.eglpp_scores` with the pool sharded over ``mesh`` → ``[N]``."""
-    from egltheory.eglpp import _check_pool
+    from egltheory.eglpp import _check_pool, check_cotangents
 
     _check_pool(x_pool, neighbour_targets)
+    check_cotangents(cotangents)
 
     def block(pool, shared):
         x, t, p = pool
@@ -161,10 +162,13 @@ def sharded_eglpp_pool_scores(
     convention: str = "bits",
     mesh: Mesh | None = None,
     chunk_size: int = 64,
-    cotangents: str = "unroll",
+    cotangents: str | int = "unroll",
     tsne_chunk_size: int = 1024,
 ) -> jax.Array:
     """:func:`egltheory.eglpp.eglpp_pool_scores`: pool sharded, labelled set replicated; ``[N]``."""
+    from egltheory.eglpp import check_cotangents
+
+    check_cotangents(cotangents)
     target = _check_common(
         np.shape(labelled_embeddings)[0], perplexity, convention, 1e-5, tsne_chunk_size
     )

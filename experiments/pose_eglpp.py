@@ -18,6 +18,10 @@ from egltheory.pose.acquisition import STRATEGIES
 from egltheory.pose.study import PRESETS, preset_with, run_study
 
 
+def _cotangents(text: str) -> str | int:
+    return int(text) if text.isdigit() else text
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="default")
@@ -32,6 +36,12 @@ def main(argv=None) -> None:
         "--retrain", action="store_true", help="retrain each cycle (default: fine-tune)"
     )
     ap.add_argument("--neighbour-labels", choices=("prediction", "ground_truth"), default=None)
+    ap.add_argument(
+        "--cotangents",
+        type=_cotangents,
+        default=None,
+        help="EGL++ pullbacks: unroll, vmap or an int G (vmapped groups of G); preset default",
+    )
     ap.add_argument("--cache-dir", default=None, help="synthetic-data cache (.npz)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -41,6 +51,7 @@ def main(argv=None) -> None:
         n_cycles=args.cycles,
         finetune=False if args.retrain else None,
         neighbour_labels=args.neighbour_labels,
+        cotangents=args.cotangents,
     )
     t0 = time.perf_counter()
     run_study(

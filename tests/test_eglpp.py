@@ -80,7 +80,7 @@ def test_params_cover_batchnorm_and_rest_holds_statistics():
     seed=st.integers(0, 1000),
     n=st.sampled_from([1, 3]),
     k=st.sampled_from([1, 3]),
-    mode=st.sampled_from(["unroll", "vmap"]),
+    mode=st.sampled_from(["unroll", "vmap", 1, 2, 5]),  # ints: groups of ≤ 2 or ≥ K cotangents
     chunk=st.sampled_from([1, 2, 8]),
 )
 def test_shared_forward_equals_per_example_nnx_grad(seed, n, k, mode, chunk):
@@ -194,6 +194,9 @@ def test_bad_input_is_refused():
         loss_grad_sq_norms(apply_fn, params, x, jnp.ones((2, 2)))
     with pytest.raises(ValueError, match="cotangents"):
         loss_grad_sq_norms(apply_fn, params, x, jnp.ones((3, 2)), cotangents="loop")
+    for bad in (0, -2, True, 2.0):
+        with pytest.raises(ValueError, match="cotangents"):
+            loss_grad_sq_norms(apply_fn, params, x, jnp.ones((3, 2, 1)), cotangents=bad)
     with pytest.raises(ValueError, match="`x`"):
         loss_grad_sq_norms(apply_fn, params, x[:0], jnp.ones((0, 2)))
     with pytest.raises(ValueError, match="neighbour_probs"):

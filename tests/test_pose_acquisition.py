@@ -1,5 +1,7 @@
 """Pose acquisition: multi-peak entropy, learning loss, strategies, EGL++ vs a naive computation."""
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +17,7 @@ from egltheory.pose.acquisition import (
     multi_peak_entropy,
 )
 from egltheory.pose.data import make_synthetic
-from egltheory.pose.hourglass import HourglassConfig
+from egltheory.pose.hourglass import HourglassConfig, StackedHourglass
 from egltheory.pose.learning_loss import margin_ranking_loss
 from egltheory.pose.training import TrainConfig, heatmap_loss, infer, preprocess, train_pose_model
 
@@ -55,8 +57,10 @@ def test_margin_ranking_loss_hand_computed():
 
 
 def _naive_sq_norms(model, x, targets):
-    """Independent: one jax.grad per (example, neighbour)."""
-    hg = model.hourglass
+    """Independent: one jax.grad per (example, neighbour), through XLA's own convolution
+    derivatives (the model under test differentiates kernels by im2col GEMMs on CPU)."""
+    hg = StackedHourglass(replace(model.hourglass.cfg, kernel_grad="xla"), rngs=nnx.Rngs(0))
+    nnx.update(hg, nnx.state(model.hourglass))
     hg.eval()
     graphdef, params, rest = nnx.split(hg, nnx.Param, ...)
 
@@ -117,6 +121,9 @@ def test_grad_norms_unroll_vmap_and_naive_k_passes_agree(setup):
     targets = np.asarray(infer(model, data.images[3:5])["heatmaps"])[None].repeat(3, 0)  # [3,2,..]
     a = heatmap_grad_sq_norms(model, x, targets, chunk_size=2, cotangents="vmap")  # padded chunk
     b = heatmap_grad_sq_norms(model, x, targets, chunk_size=3, cotangents="unroll")
+    for kernel_grad in ("im2col", "xla"):  # explicit either way, groups of one cotangent
+        d = heatmap_grad_sq_norms(model, x, targets, cotangents=1, kernel_grad=kernel_grad)
+        np.testing.assert_allclose(d, a, rtol=1e-5)
     apply_fn, params, _ = nnx_apply(model.hourglass)
     # K separate forward + backward passes (jax.grad per neighbour target): independent of the vjp
     c = np.asarray(naive_loss_grad_sq_norms(apply_fn, params, x, targets, heatmap_loss))
@@ -124,6 +131,8 @@ def test_grad_norms_unroll_vmap_and_naive_k_passes_agree(setup):
     np.testing.assert_allclose(a, c, rtol=1e-4)
     with pytest.raises(ValueError, match="cotangents"):
         heatmap_grad_sq_norms(model, x, targets, cotangents="loop")
+    with pytest.raises(ValueError, match="kernel_grad"):
+        heatmap_grad_sq_norms(model, x, targets, kernel_grad="gemm")
 
 
 def test_ground_truth_neighbour_labels_change_scores(setup):

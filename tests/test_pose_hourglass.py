@@ -1,12 +1,19 @@
 """Stacked hourglass: shapes, embedding, parameter count (independent formula), used parameters."""
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from egltheory.pose.hourglass import HourglassConfig, StackedHourglass, count_params
+from egltheory.pose.hourglass import (
+    HourglassConfig,
+    StackedHourglass,
+    count_params,
+    with_kernel_grad,
+)
 
 TINY = HourglassConfig(n_stacks=2, channels=8, depth=2, n_joints=5, input_size=32)
 
@@ -113,3 +120,44 @@ def test_bad_config_and_input():
     model = StackedHourglass(TINY, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="x must have shape"):
         model(jnp.zeros((1, 16, 16, 3)))
+
+
+def test_im2col_and_xla_kernel_gradients_agree():
+    """Same parameters, same forward, same loss gradient for every parameter (float32)."""
+    models = {
+        kind: StackedHourglass(replace(TINY, kernel_grad=kind), rngs=nnx.Rngs(0))
+        for kind in ("im2col", "xla")
+    }
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    outs, grads = {}, {}
+    for kind, model in models.items():
+        model.eval()
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def loss(p, graphdef=graphdef, rest=rest):
+            return jnp.sum(jnp.sin(nnx.merge(graphdef, p, rest)(x)))
+
+        outs[kind] = nnx.merge(graphdef, params, rest)(x)
+        grads[kind] = jax.jit(jax.grad(loss))(params)
+    np.testing.assert_array_equal(outs["im2col"], outs["xla"])
+    flat = [jax.tree_util.tree_leaves(grads[k]) for k in ("im2col", "xla")]
+    assert len(flat[0]) == len(flat[1]) > 0
+    for got, want in zip(*flat, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    with pytest.raises(ValueError, match="kernel_grad"):
+        HourglassConfig(kernel_grad="fast")
+
+
+def test_with_kernel_grad_shares_the_weights():
+    model = StackedHourglass(TINY, rngs=nnx.Rngs(1))
+    twin = with_kernel_grad(model, "im2col")
+    assert twin.cfg.kernel_grad == "im2col" and model.cfg.kernel_grad == "xla"
+    assert with_kernel_grad(model, "xla") is model
+    leaves = [jax.tree_util.tree_leaves(nnx.state(m)) for m in (model, twin)]
+    assert len(leaves[0]) == len(leaves[1]) > 0
+    for a, b in zip(*leaves, strict=True):
+        assert a is b  # the same arrays, not copies
+    model.eval()
+    twin.eval()
+    x = jnp.ones((1, 32, 32, 3))
+    np.testing.assert_array_equal(model(x), twin(x))

@@ -32,6 +32,7 @@ import numpy as np
 
 from egltheory.eglpp import loss_grad_sq_norms, nnx_apply
 from egltheory.pose.data import PoseDataset, gaussian_heatmaps
+from egltheory.pose.hourglass import KERNEL_GRADS, with_kernel_grad
 from egltheory.pose.learning_loss import PoseNet
 from egltheory.pose.training import heatmap_loss, infer, preprocess
 
@@ -42,6 +43,7 @@ __all__ = [
     "heatmap_grad_sq_norms",
     "multi_peak_entropy",
     "neighbour_heatmaps",
+    "resolve_kernel_grad",
 ]
 
 STRATEGIES = ("random", "core-set", "multi-peak-entropy", "learning-loss", "egl++")
@@ -90,16 +92,34 @@ def neighbour_heatmaps(
     raise ValueError(f"source must be 'prediction' or 'ground_truth', got {source!r}")
 
 
+def resolve_kernel_grad(kernel_grad: str) -> str:
+    """``"auto"`` → ``"im2col"`` on the CPU backend (measured faster there, bench_pose.py),
+    ``"xla"`` elsewhere (not measured on GPU: cuDNN's own kernel gradients are kept)."""
+    if kernel_grad == "auto":
+        return "im2col" if jax.default_backend() == "cpu" else "xla"
+    if kernel_grad not in KERNEL_GRADS:
+        raise ValueError(
+            f"kernel_grad must be 'auto' or one of {KERNEL_GRADS}, got {kernel_grad!r}"
+        )
+    return kernel_grad
+
+
 def heatmap_grad_sq_norms(
-    model: PoseNet, x, targets, *, chunk_size: int = 8, cotangents: str = "vmap"
+    model: PoseNet,
+    x,
+    targets,
+    *,
+    chunk_size: int = 8,
+    cotangents: str | int = "vmap",
+    kernel_grad: str = "auto",
 ) -> np.ndarray:
     """‖∇_θ heatmap_loss(hourglass(x_i), targets[i, k])‖² for all i, k.
 
     x: [N, S, S, 3] preprocessed float32; targets: [N, K, h, w, J] -> [N, K]. θ = every
-    ``nnx.Param`` of the hourglass, BatchNorm in inference mode. One forward per input.
+    ``nnx.Param`` of the hourglass, BatchNorm in inference mode. One forward per input;
+    ``cotangents`` as in :func:`egltheory.eglpp.loss_grad_sq_norms`; ``kernel_grad``: how the
+    convolutions' kernel gradients are computed (:func:`resolve_kernel_grad`; same values).
     """
-    if cotangents not in ("unroll", "vmap"):
-        raise ValueError(f"cotangents must be 'unroll' or 'vmap', got {cotangents!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     x, targets = np.asarray(x, np.float32), np.asarray(targets, np.float32)
@@ -108,7 +128,8 @@ def heatmap_grad_sq_norms(
             f"x must be [N, S, S, 3] and targets [N, K, h, w, J] with N > 0, got {x.shape}, "
             f"{targets.shape}"
         )
-    apply_fn, params, _ = nnx_apply(model.hourglass)  # inference mode, every nnx.Param
+    hourglass = with_kernel_grad(model.hourglass, resolve_kernel_grad(kernel_grad))
+    apply_fn, params, _ = nnx_apply(hourglass)  # inference mode, every nnx.Param
     # eglpp pads the last chunk to the chunk shape and caches the compiled program per
     # architecture, so successive cycles' models reuse it.
     norms = loss_grad_sq_norms(
@@ -129,7 +150,8 @@ def eglpp_pose_scores(
     convention: str = "bits",
     renormalise: bool = False,
     chunk_size: int = 8,
-    cotangents: str = "vmap",
+    cotangents: str | int = "vmap",
+    kernel_grad: str = "auto",
     sigma: float = 1.0,
     return_neighbours: bool = False,
 ):
@@ -161,6 +183,7 @@ def eglpp_pose_scores(
         targets[idx],
         chunk_size=chunk_size,
         cotangents=cotangents,
+        kernel_grad=kernel_grad,
     )
     scores = np.sum(probs_k * sq, axis=1)
     if return_neighbours:
