@@ -5,14 +5,16 @@ one process, on the same weights, all giving the same values (checked here):
 
 * ``K separate``: K forward+backward passes per image, XLA's convolution derivatives (the authors'
   approach, in JAX) — the baseline of every ratio;
-* ``vmap``/``unroll``: one forward (``jax.vjp``) per image, the K cotangents vmapped through one
-  pullback or K pullbacks unrolled in one program (``egltheory.eglpp``);
+* ``vmap``/``unroll``/``groups of G``: one forward (``jax.vjp``) per image, the K cotangents
+  vmapped through one pullback, K pullbacks unrolled in one program, or K/G unrolled pullbacks of
+  G vmapped cotangents each (``egltheory.eglpp``, ``cotangents=G``);
 * kernel gradient ``xla`` (XLA's backward-filter convolutions) or ``im2col`` (one GEMM per layer,
   ``egltheory.conv``; the pose model's default on CPU).
 
     python benchmarks/bench_pose.py            # CPU-preset model (48 px, 1 stack, 32 ch)
-    python benchmarks/bench_pose.py --paper    # + paper size (256 px, 2 stacks, 256 ch): ~15 min
-                                               #   on 2 CPU cores, the unrolled program compiles ~7
+    python benchmarks/bench_pose.py --paper    # + paper size (256 px, 2 stacks, 256 ch): ~12 min
+                                               #   on 2 CPU cores
+    python benchmarks/bench_pose.py --paper --unroll  # + paper-size unrolled (compiles ~12 min)
 
 Times are steady state (best of ``--repeats`` calls after a first call, which includes compilation
 and is reported separately).
@@ -31,15 +33,14 @@ from flax import nnx
 
 from egltheory.pose.acquisition import heatmap_grad_sq_norms
 from egltheory.pose.data import make_synthetic
-from egltheory.pose.hourglass import HourglassConfig, count_params
+from egltheory.pose.hourglass import HourglassConfig, count_params, with_kernel_grad
 from egltheory.pose.training import TrainConfig, heatmap_loss, init_model, train_pose_model
 
 AUTHORS_PYTORCH_S_PER_IMAGE = 85.0  # the authors' EGL++ at paper size, this 2-core CPU (issue 5)
 
 
-def _k_separate_program(model):
+def _k_separate_program(hg):
     """K full forward+backward passes per image (one ``vmap(grad)`` over images per neighbour)."""
-    hg = model.hourglass
     hg.eval()
     graphdef, params, rest = nnx.split(hg, nnx.Param, ...)
 
@@ -73,11 +74,10 @@ def _timed(fn, repeats):
     return out, first, best
 
 
-def _with_kernel_grad(model, cfg: HourglassConfig, kernel_grad: str):
-    """The same weights in a model whose convolutions differentiate kernels by ``kernel_grad``."""
-    other = init_model(replace(cfg, kernel_grad=kernel_grad), 0)
-    nnx.update(other, nnx.state(model))
-    return other
+def _mode_name(mode) -> str:
+    if mode == "separate":
+        return "K separate"
+    return f"shared fwd + {'groups of ' + str(mode) if isinstance(mode, int) else mode}"
 
 
 def bench_eglpp(cfg: HourglassConfig, n_images: int, k: int, chunk: int, variants, repeats: int):
@@ -88,23 +88,22 @@ def bench_eglpp(cfg: HourglassConfig, n_images: int, k: int, chunk: int, variant
     targets = rng.random((n_images, k, h, h, cfg.n_joints)).astype(np.float32)
     print(f"\nEGL++ scoring, {cfg.input_size}px, {cfg.n_stacks} stack(s), {cfg.channels} ch, "
           f"{count_params(base):,} params, K = {k}, {n_images} images, chunk {chunk}")  # fmt: skip
-    print(f"  {'method':<28}{'s/image':>10}{'images/s':>10}{'vs K separate':>15}{'1st call':>10}")
+    print(f"  {'method':<34}{'s/image':>10}{'images/s':>10}{'vs K separate':>15}{'1st call':>10}")
     results = {}
     for mode, kernel_grad in variants:
-        model = _with_kernel_grad(base, cfg, kernel_grad)
-        if mode == "separate":
-            run = _k_separate_program(model)
+        if mode == "separate":  # a twin of the same arrays with the chosen kernel gradients
+            run = _k_separate_program(with_kernel_grad(base.hourglass, kernel_grad))
             fn = lambda: run(x, targets)  # noqa: B023
         else:
-            fn = lambda m=mode, model=model: heatmap_grad_sq_norms(
-                model, x, targets, chunk_size=chunk, cotangents=m
+            fn = lambda m=mode, kernel_grad=kernel_grad: heatmap_grad_sq_norms(
+                base, x, targets, chunk_size=chunk, cotangents=m, kernel_grad=kernel_grad
             )
         out, first, best = _timed(fn, repeats)
-        name = f"{'K separate' if mode == 'separate' else 'shared fwd + ' + mode}, {kernel_grad}"
+        name = f"{_mode_name(mode)}, {kernel_grad}"
         results[name] = (out, best)
         ref_out, ref_best = next(iter(results.values()))
         np.testing.assert_allclose(out, ref_out, rtol=2e-3)  # float32, summation order
-        print(f"  {name:<28}{best / n_images:>10.3f}{n_images / best:>10.2f}"
+        print(f"  {name:<34}{best / n_images:>10.3f}{n_images / best:>10.2f}"
               f"{ref_best / best:>14.2f}x{first:>9.1f}s", flush=True)  # fmt: skip
     return {name: best / n_images for name, (_, best) in results.items()}
 
@@ -124,7 +123,7 @@ def bench_training(cfg: HourglassConfig, n: int, batch: int, epochs: int):
           f"{rates['im2col']:.1f} with im2col ({rates['im2col'] / rates['xla']:.2f}x)")  # fmt: skip
 
 
-ALL = [(m, g) for m in ("separate", "vmap", "unroll") for g in ("xla", "im2col")]
+ALL = [(m, g) for m in ("separate", "vmap", 5, "unroll") for g in ("xla", "im2col")]
 
 
 def main() -> None:
@@ -133,21 +132,25 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=30)
     ap.add_argument("--paper", action="store_true", help="also the paper-size model")
     ap.add_argument("--paper-images", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1, help="timed calls after the first")
+    ap.add_argument("--unroll", action="store_true", help="also paper-size unrolled (slow compile)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed calls after the first")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     print(f"backend: {jax.default_backend()}, devices: {jax.devices()}")
     cpu = HourglassConfig(n_stacks=1, channels=32, depth=2, n_joints=16, input_size=48)
     bench_eglpp(cpu, args.images, args.k, 8, ALL, args.repeats)
     bench_training(cpu, 256, 16, 2)
     if args.paper:
         paper = HourglassConfig()  # 2 stacks, 256 ch, depth 4, 16 joints, 256 px
-        variants = [("separate", "xla"), ("vmap", "xla"), ("vmap", "im2col"), ("unroll", "im2col")]
+        variants = [("separate", "xla"), ("vmap", "xla"), ("vmap", "im2col"), (5, "im2col")]
+        variants += [("unroll", "im2col")] if args.unroll else []
         per_image = bench_eglpp(paper, args.paper_images, args.k, 1, variants, args.repeats)
         authors = AUTHORS_PYTORCH_S_PER_IMAGE
         print(f"  the authors' PyTorch EGL++ on a 2-core CPU: about {authors:.0f} s/image; "
               "speed-up over it:")  # fmt: skip
         for name, s in per_image.items():
-            print(f"    {name:<28}{AUTHORS_PYTORCH_S_PER_IMAGE / s:6.1f}x")
+            print(f"    {name:<34}{AUTHORS_PYTORCH_S_PER_IMAGE / s:6.1f}x")
 
 
 if __name__ == "__main__":
