@@ -185,26 +185,21 @@ def _per_example_sq_norms(apply_fn, loss_fn, cotangents, params, x_i, targets_i)
     # Output cotangents ∂l/∂f for every neighbour target: pytree with leading axis K.
     cots = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(out, targets_i)
     n_k = jax.tree_util.tree_leaves(targets_i)[0].shape[0]
-    if cotangents == "vmap":
-        grads = jax.vmap(lambda c: pullback(c)[0])(cots)
-        return jax.vmap(_tree_sq_norm)(grads)
-    if isinstance(cotangents, int) and cotangents < n_k:  # vmapped groups, groups unrolled
-        return jnp.concatenate(
-            [
-                jax.vmap(lambda c: _tree_sq_norm(pullback(c)[0]))(
-                    jax.tree_util.tree_map(lambda c, s=start: c[s : s + cotangents], cots)
-                )
-                for start in range(0, n_k, cotangents)
-            ]
-        )
-    if isinstance(cotangents, int):  # one group of all K: plain vmap
-        grads = jax.vmap(lambda c: pullback(c)[0])(cots)
-        return jax.vmap(_tree_sq_norm)(grads)
-    sq = [
-        _tree_sq_norm(pullback(jax.tree_util.tree_map(lambda c, k=k: c[k], cots))[0])
-        for k in range(n_k)
-    ]
-    return jnp.stack(sq)
+    if cotangents == "unroll":
+        sq = [
+            _tree_sq_norm(pullback(jax.tree_util.tree_map(lambda c, k=k: c[k], cots))[0])
+            for k in range(n_k)
+        ]
+        return jnp.stack(sq)
+    # "vmap" is one group of all K; an int G gives ⌈K/G⌉ vmapped groups, unrolled.
+    group = n_k if cotangents == "vmap" else min(cotangents, n_k)
+    group_sq_norms = jax.vmap(lambda c: _tree_sq_norm(pullback(c)[0]))
+    return jnp.concatenate(
+        [
+            group_sq_norms(jax.tree_util.tree_map(lambda c, s=start: c[s : s + group], cots))
+            for start in range(0, n_k, group)
+        ]
+    )
 
 
 def _chunked_map(fn, chunk_size, *arrays):

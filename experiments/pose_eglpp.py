@@ -42,6 +42,12 @@ def main(argv=None) -> None:
         default=None,
         help="EGL++ pullbacks: unroll, vmap or an int G (vmapped groups of G); preset default",
     )
+    ap.add_argument(
+        "--kernel-grad",
+        choices=("auto", "xla", "im2col"),
+        default=None,
+        help="EGL++ conv kernel gradients: XLA's or im2col GEMMs; preset default",
+    )
     ap.add_argument("--cache-dir", default=None, help="synthetic-data cache (.npz)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -52,6 +58,7 @@ def main(argv=None) -> None:
         finetune=False if args.retrain else None,
         neighbour_labels=args.neighbour_labels,
         cotangents=args.cotangents,
+        kernel_grad=args.kernel_grad,
     )
     t0 = time.perf_counter()
     run_study(

@@ -30,7 +30,12 @@ import numpy as np
 from flax import nnx
 
 from egltheory.eglpp import check_cotangents
-from egltheory.pose.acquisition import STRATEGIES, PoseStrategy, eglpp_pose_scores
+from egltheory.pose.acquisition import (
+    STRATEGIES,
+    PoseStrategy,
+    eglpp_pose_scores,
+    resolve_kernel_grad,
+)
 from egltheory.pose.data import PoseDataset, load_lsp, load_mpii, load_synthetic
 from egltheory.pose.hourglass import HourglassConfig
 from egltheory.pose.learning_loss import PoseNet
@@ -44,9 +49,12 @@ __all__ = ["PRESETS", "Preset", "load_study_data", "make_table", "run_study"]
 class Preset:
     """Sizes of one study. ``n_candidates``: unlabelled images scored per cycle (None = all).
 
-    ``cotangents``: how EGL++'s K pullbacks share one forward (``egltheory.eglpp``). On a 2-core
-    CPU, "vmap" is fastest for small models; at paper size groups of 5 (9.9 s/image, 2 min
-    compile) beat "vmap" (12.8 s) and compile 6× faster than "unroll" (8.3 s, 12 min).
+    ``cotangents``: how EGL++'s K pullbacks share one forward (``egltheory.eglpp``);
+    ``kernel_grad``: how their convolution kernel gradients are computed
+    (:func:`egltheory.pose.acquisition.resolve_kernel_grad`). Measured on a 2-core CPU at K = 30
+    (``benchmarks/bench_pose.py``; README): groups of 5 are the fastest mode that compiles in
+    minutes at both sizes; XLA's kernel gradients win at the default preset's 48 px, im2col at
+    the paper's size.
     """
 
     name: str
@@ -71,16 +79,19 @@ class Preset:
     top_k: int = 30
     neighbour_labels: str = "prediction"
     cotangents: str | int = "vmap"
+    kernel_grad: str = "auto"
     data_seed: int = 2022
 
     def __post_init__(self) -> None:
         check_cotangents(self.cotangents)
+        resolve_kernel_grad(self.kernel_grad)  # raises on an unknown name
 
 
 PRESETS = {
     "tiny": Preset("tiny", 32, 1, 16, 2, 96, 32, 24, 12, 2, (0, 1), 2, 1, 8, n_candidates=24),
     "default": Preset(
-        "default", 48, 1, 32, 2, 700, 300, 100, 60, 3, (0, 1, 2), 30, 5, n_candidates=150
+        "default", 48, 1, 32, 2, 700, 300, 100, 60, 3, (0, 1, 2), 30, 5, n_candidates=150,
+        cotangents=5, kernel_grad="xla",
     ),
     "paper": Preset(
         "paper", 256, 2, 256, 4, 10000, 2000, 1000, 1000, 5, (0, 1, 2, 3, 4), 100, 30,
@@ -180,7 +191,10 @@ def run_study(
         raise ValueError(f"the pool has {len(pool)} images, fewer than the study needs")
     cfg = _model_cfg(preset, pool.joints.shape[1])
     load_model = _loader(cfg)
-    spec = {"preset": asdict(preset), "data": data, "n_pool": len(pool)}
+    # The base models' cache key: everything that shapes training, not how EGL++ is computed.
+    engine = ("cotangents", "kernel_grad")
+    trained = {k: v for k, v in asdict(preset).items() if k not in engine}
+    spec = {"preset": trained, "data": data, "n_pool": len(pool)}
     results: dict = {}
     seeds_iter = preset.seeds
     if progress:
@@ -224,6 +238,7 @@ def run_study(
                     ("perplexity", preset.perplexity),
                     ("top_k", preset.top_k),
                     ("cotangents", preset.cotangents),
+                    ("kernel_grad", preset.kernel_grad),
                 ),
             )
             records = run_active_learning(
@@ -379,7 +394,8 @@ def plot_eglpp_neighbours(
     cand = unl[: preset.n_candidates] if preset.n_candidates else unl
     scores, probs, nbrs = eglpp_pose_scores(
         model, pool, labelled, cand, labels=preset.neighbour_labels, perplexity=preset.perplexity,
-        top_k=preset.top_k, cotangents=preset.cotangents, return_neighbours=True,
+        top_k=preset.top_k, cotangents=preset.cotangents, kernel_grad=preset.kernel_grad,
+        return_neighbours=True,
     )  # fmt: skip
     order = np.argsort(scores)
     picks = [*order[:n_show], *order[::-1][:n_show]]
