@@ -9,12 +9,12 @@ one process, on the same weights, all giving the same values (checked here):
   vmapped through one pullback, K pullbacks unrolled in one program, or K/G unrolled pullbacks of
   G vmapped cotangents each (``egltheory.eglpp``, ``cotangents=G``);
 * kernel gradient ``xla`` (XLA's backward-filter convolutions) or ``im2col`` (one GEMM per layer,
-  ``egltheory.conv``; the pose model's default on CPU).
+  ``egltheory.conv``; "auto" picks it on CPU from the paper's size up).
 
     python benchmarks/bench_pose.py            # CPU-preset model (48 px, 1 stack, 32 ch)
-    python benchmarks/bench_pose.py --paper    # + paper size (256 px, 2 stacks, 256 ch): ~12 min
-                                               #   on 2 CPU cores
-    python benchmarks/bench_pose.py --paper --unroll  # + paper-size unrolled (compiles ~12 min)
+    python benchmarks/bench_pose.py --paper    # + paper size (256 px, 2 stacks, 256 ch): ~15 min
+                                               #   on 2 CPU cores (--paper-only: that alone)
+    python benchmarks/bench_pose.py --paper --unroll  # + paper-size unrolled (compiles ~11 min)
 
 Times are steady state (best of ``--repeats`` calls after a first call, which includes compilation
 and is reported separately).
@@ -131,21 +131,26 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=32, help="unlabelled images (CPU preset)")
     ap.add_argument("--k", type=int, default=30)
     ap.add_argument("--paper", action="store_true", help="also the paper-size model")
-    ap.add_argument("--paper-images", type=int, default=2)
+    ap.add_argument("--paper-only", action="store_true", help="skip the CPU-preset model")
+    ap.add_argument("--paper-images", type=int, default=2, help="unlabelled images (paper size)")
+    ap.add_argument("--paper-chunk", type=int, default=2, help="images per jitted call")
     ap.add_argument("--unroll", action="store_true", help="also paper-size unrolled (slow compile)")
     ap.add_argument("--repeats", type=int, default=2, help="timed calls after the first")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
     print(f"backend: {jax.default_backend()}, devices: {jax.devices()}")
-    cpu = HourglassConfig(n_stacks=1, channels=32, depth=2, n_joints=16, input_size=48)
-    bench_eglpp(cpu, args.images, args.k, 8, ALL, args.repeats)
-    bench_training(cpu, 256, 16, 2)
-    if args.paper:
+    if not args.paper_only:
+        cpu = HourglassConfig(n_stacks=1, channels=32, depth=2, n_joints=16, input_size=48)
+        bench_eglpp(cpu, args.images, args.k, 8, ALL, args.repeats)
+        bench_training(cpu, 256, 16, 2)
+    if args.paper or args.paper_only:
         paper = HourglassConfig()  # 2 stacks, 256 ch, depth 4, 16 joints, 256 px
-        variants = [("separate", "xla"), ("vmap", "xla"), ("vmap", "im2col"), (5, "im2col")]
-        variants += [("unroll", "im2col")] if args.unroll else []
-        per_image = bench_eglpp(paper, args.paper_images, args.k, 1, variants, args.repeats)
+        variants = [("separate", "xla"), ("vmap", "xla"), ("vmap", "im2col"), (3, "xla")]
+        variants += [(3, "im2col")] + ([("unroll", "im2col")] if args.unroll else [])
+        per_image = bench_eglpp(
+            paper, args.paper_images, args.k, args.paper_chunk, variants, args.repeats
+        )
         authors = AUTHORS_PYTORCH_S_PER_IMAGE
         print(f"  the authors' PyTorch EGL++ on a 2-core CPU: about {authors:.0f} s/image; "
               "speed-up over it:")  # fmt: skip

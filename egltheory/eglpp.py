@@ -306,8 +306,9 @@ def loss_grad_sq_norms(
       chunk_size: pool inputs per jitted call (memory ≈ ``chunk_size × K × |θ|`` floats at most).
       cotangents: ``"unroll"`` (K pullbacks in one program), ``"vmap"`` (one pullback batched
         over K) or an int G: groups of G cotangents vmapped, the ⌈K/G⌉ groups unrolled. On a
-        2-core CPU, paper-size hourglass, K = 30 (``benchmarks/bench_pose.py``): ``"vmap"``
-        12.8 s/image, ``5`` 9.9 s (2 min compile), ``"unroll"`` 8.3 s (12 min compile).
+        2-core CPU, paper-size hourglass with im2col kernel gradients, K = 30
+        (``benchmarks/bench_pose.py``): ``"vmap"`` 14.6 s/image, ``3`` 9.7 s and ``5``
+        10–13 s (2 min compile), ``"unroll"`` 9.0 s (11 min compile).
     """
     check_cotangents(cotangents)
     if int(chunk_size) < 1:

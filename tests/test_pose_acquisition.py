@@ -15,6 +15,7 @@ from egltheory.pose.acquisition import (
     eglpp_pose_scores,
     heatmap_grad_sq_norms,
     multi_peak_entropy,
+    resolve_kernel_grad,
 )
 from egltheory.pose.data import make_synthetic
 from egltheory.pose.hourglass import HourglassConfig, StackedHourglass
@@ -133,6 +134,20 @@ def test_grad_norms_unroll_vmap_and_naive_k_passes_agree(setup):
         heatmap_grad_sq_norms(model, x, targets, cotangents="loop")
     with pytest.raises(ValueError, match="kernel_grad"):
         heatmap_grad_sq_norms(model, x, targets, kernel_grad="gemm")
+
+
+def test_auto_kernel_grad_is_im2col_only_on_cpu_from_the_paper_size_up():
+    paper = HourglassConfig()  # 256 px, 256 channels, depth 4
+    small = HourglassConfig(n_stacks=1, channels=32, depth=2, input_size=48)
+    on_cpu = jax.default_backend() == "cpu"
+    assert resolve_kernel_grad("auto", paper) == ("im2col" if on_cpu else "xla")
+    assert resolve_kernel_grad("auto", small) == "xla"
+    assert resolve_kernel_grad("auto", replace(paper, channels=128)) == "xla"
+    assert resolve_kernel_grad("auto", replace(paper, input_size=128, depth=3)) == "xla"
+    for explicit in ("xla", "im2col"):
+        assert resolve_kernel_grad(explicit, small) == explicit
+    with pytest.raises(ValueError, match="kernel_grad"):
+        resolve_kernel_grad("fast", small)
 
 
 def test_ground_truth_neighbour_labels_change_scores(setup):

@@ -32,13 +32,14 @@ import numpy as np
 
 from egltheory.eglpp import loss_grad_sq_norms, nnx_apply
 from egltheory.pose.data import PoseDataset, gaussian_heatmaps
-from egltheory.pose.hourglass import KERNEL_GRADS, with_kernel_grad
+from egltheory.pose.hourglass import KERNEL_GRADS, HourglassConfig, with_kernel_grad
 from egltheory.pose.learning_loss import PoseNet
 from egltheory.pose.training import heatmap_loss, infer, preprocess
 
 __all__ = [
     "STRATEGIES",
     "PoseStrategy",
+    "check_kernel_grad",
     "eglpp_pose_scores",
     "heatmap_grad_sq_norms",
     "multi_peak_entropy",
@@ -92,16 +93,35 @@ def neighbour_heatmaps(
     raise ValueError(f"source must be 'prediction' or 'ground_truth', got {source!r}")
 
 
-def resolve_kernel_grad(kernel_grad: str) -> str:
-    """``"auto"`` → ``"im2col"`` on the CPU backend (measured faster there, bench_pose.py),
-    ``"xla"`` elsewhere (not measured on GPU: cuDNN's own kernel gradients are kept)."""
-    if kernel_grad == "auto":
-        return "im2col" if jax.default_backend() == "cpu" else "xla"
-    if kernel_grad not in KERNEL_GRADS:
+# im2col kernel gradients beat XLA's on CPU only from the paper's size up (module docstring).
+IM2COL_MIN_INPUT_SIZE = 256
+IM2COL_MIN_CHANNELS = 256
+
+
+def check_kernel_grad(kernel_grad: str) -> None:
+    """Accept ``"auto"``, ``"xla"`` or ``"im2col"``."""
+    if kernel_grad not in ("auto", *KERNEL_GRADS):
         raise ValueError(
             f"kernel_grad must be 'auto' or one of {KERNEL_GRADS}, got {kernel_grad!r}"
         )
-    return kernel_grad
+
+
+def resolve_kernel_grad(kernel_grad: str, cfg: HourglassConfig) -> str:
+    """The kernel-gradient engine EGL++ scoring uses for an hourglass of config ``cfg``.
+
+    ``"xla"`` or ``"im2col"`` are returned as given. ``"auto"`` → ``"im2col"`` on the CPU backend
+    for hourglasses at least the paper's size (input ≥ 256 px, ≥ 256 channels), ``"xla"``
+    otherwise. Measured with ``benchmarks/bench_pose.py`` on a 2-core CPU, K = 30, speed of
+    im2col relative to XLA: 0.70× at 48 px / 32 ch, 0.49× at 64 px / 64 ch, 0.71× at 64 px /
+    128 ch, 0.87× at 128 px / 128 ch, 0.92× at 128 px / 256 ch (1 stack, groups of 5), and at the
+    paper's 256 px / 256 ch / 2 stacks 1.1× in groups of 5 and 1.55× vmapped. Not measured on
+    GPU: there XLA's (cuDNN's) kernel gradients are kept.
+    """
+    check_kernel_grad(kernel_grad)
+    if kernel_grad != "auto":
+        return kernel_grad
+    large = cfg.input_size >= IM2COL_MIN_INPUT_SIZE and cfg.channels >= IM2COL_MIN_CHANNELS
+    return "im2col" if jax.default_backend() == "cpu" and large else "xla"
 
 
 def heatmap_grad_sq_norms(
@@ -128,7 +148,9 @@ def heatmap_grad_sq_norms(
             f"x must be [N, S, S, 3] and targets [N, K, h, w, J] with N > 0, got {x.shape}, "
             f"{targets.shape}"
         )
-    hourglass = with_kernel_grad(model.hourglass, resolve_kernel_grad(kernel_grad))
+    hourglass = with_kernel_grad(
+        model.hourglass, resolve_kernel_grad(kernel_grad, model.hourglass.cfg)
+    )
     apply_fn, params, _ = nnx_apply(hourglass)  # inference mode, every nnx.Param
     # eglpp pads the last chunk to the chunk shape and caches the compiled program per
     # architecture, so successive cycles' models reuse it.

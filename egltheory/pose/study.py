@@ -33,8 +33,8 @@ from egltheory.eglpp import check_cotangents
 from egltheory.pose.acquisition import (
     STRATEGIES,
     PoseStrategy,
+    check_kernel_grad,
     eglpp_pose_scores,
-    resolve_kernel_grad,
 )
 from egltheory.pose.data import PoseDataset, load_lsp, load_mpii, load_synthetic
 from egltheory.pose.hourglass import HourglassConfig
@@ -50,11 +50,11 @@ class Preset:
     """Sizes of one study. ``n_candidates``: unlabelled images scored per cycle (None = all).
 
     ``cotangents``: how EGL++'s K pullbacks share one forward (``egltheory.eglpp``);
-    ``kernel_grad``: how their convolution kernel gradients are computed
-    (:func:`egltheory.pose.acquisition.resolve_kernel_grad`). Measured on a 2-core CPU at K = 30
-    (``benchmarks/bench_pose.py``; README): groups of 5 are the fastest mode that compiles in
-    minutes at both sizes; XLA's kernel gradients win at the default preset's 48 px, im2col at
-    the paper's size.
+    ``kernel_grad``: how their convolution kernel gradients are computed ("auto": im2col on CPU
+    from the paper's size up, :func:`egltheory.pose.acquisition.resolve_kernel_grad`). Measured
+    on a 2-core CPU at K = 30 (``benchmarks/bench_pose.py``; docs/pose.md): groups of 5 (48 px)
+    and of 3 (paper size) are the fastest modes that compile in about two minutes or less;
+    XLA's kernel gradients win at the default preset's 48 px, im2col at the paper's size.
     """
 
     name: str
@@ -84,18 +84,18 @@ class Preset:
 
     def __post_init__(self) -> None:
         check_cotangents(self.cotangents)
-        resolve_kernel_grad(self.kernel_grad)  # raises on an unknown name
+        check_kernel_grad(self.kernel_grad)
 
 
 PRESETS = {
     "tiny": Preset("tiny", 32, 1, 16, 2, 96, 32, 24, 12, 2, (0, 1), 2, 1, 8, n_candidates=24),
     "default": Preset(
         "default", 48, 1, 32, 2, 700, 300, 100, 60, 3, (0, 1, 2), 30, 5, n_candidates=150,
-        cotangents=5, kernel_grad="xla",
+        cotangents=5,
     ),
     "paper": Preset(
         "paper", 256, 2, 256, 4, 10000, 2000, 1000, 1000, 5, (0, 1, 2, 3, 4), 100, 30,
-        learning_rate=2.5e-4, optimizer="rmsprop", cotangents=5,
+        learning_rate=2.5e-4, optimizer="rmsprop", cotangents=3,
     ),
 }  # fmt: skip
 
