@@ -23,11 +23,12 @@ any strides and padding, no dilation and no feature groups; every other call is 
 the input, built from strided slices (no FLOPs).
 
 Measured on a 2-core CPU (``benchmarks/bench_pose.py``, K = 30): EGL++ on the paper's 2-stack,
-256-channel hourglass at 256 px takes 14.6 s per image with this convolution against 22.6 s with
-XLA's kernel derivatives (vmapped cotangents, 1.55×), and 10.1 s in groups of 5. On a small
-model (48 px, 32 channels) it is slower, 0.74× (0.034 vs 0.025 s/image vmapped): the GEMMs are
-too small to beat XLA's convolutions there. Batch-summed training gradients do not gain (0.78× at
-48 px). Use it where many per-example kernel gradients of a wide network share one forward.
+256-channel hourglass at 256 px takes 9.6 s per image with this convolution against 15.5 s with
+XLA's kernel derivatives (cotangents in groups of 3, 1.6×); vmapped, 14.6 s against 22.6 s. On
+smaller models it is slower: 0.74× at 48 px / 32 channels (0.034 vs 0.025 s/image vmapped) and
+0.5–0.9× up to 128 px / 256 channels, where XLA's convolutions are not yet the bottleneck.
+Batch-summed training gradients do not gain (0.78× at 48 px). Use it where many per-example
+kernel gradients of a wide network on large feature maps share one forward.
 """
 
 from __future__ import annotations

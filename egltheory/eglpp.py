@@ -307,8 +307,8 @@ def loss_grad_sq_norms(
       cotangents: ``"unroll"`` (K pullbacks in one program), ``"vmap"`` (one pullback batched
         over K) or an int G: groups of G cotangents vmapped, the ⌈K/G⌉ groups unrolled. On a
         2-core CPU, paper-size hourglass with im2col kernel gradients, K = 30
-        (``benchmarks/bench_pose.py``): ``"vmap"`` 14.6 s/image, ``3`` 9.7 s and ``5``
-        10–13 s (2 min compile), ``"unroll"`` 9.0 s (11 min compile).
+        (``benchmarks/bench_pose.py``): ``"vmap"`` 14.6 s/image, ``3`` 9.6 s and ``5``
+        9–13 s (about 2 min compile), ``"unroll"`` 9.0 s (11 min compile).
     """
     check_cotangents(cotangents)
     if int(chunk_size) < 1:
