@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from egltheory.pose.acquisition import STRATEGIES
+from egltheory.pose.acquisition import KERNEL_GRAD_CHOICES, STRATEGIES
 from egltheory.pose.study import PRESETS, preset_with, run_study
 
 
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     )
     ap.add_argument(
         "--kernel-grad",
-        choices=("auto", "xla", "im2col"),
+        choices=KERNEL_GRAD_CHOICES,
         default=None,
         help="EGL++ conv kernel gradients: XLA's or im2col GEMMs; preset default",
     )

@@ -37,6 +37,7 @@ from egltheory.pose.learning_loss import PoseNet
 from egltheory.pose.training import heatmap_loss, infer, preprocess
 
 __all__ = [
+    "KERNEL_GRAD_CHOICES",
     "STRATEGIES",
     "PoseStrategy",
     "check_kernel_grad",
@@ -93,14 +94,17 @@ def neighbour_heatmaps(
     raise ValueError(f"source must be 'prediction' or 'ground_truth', got {source!r}")
 
 
-# im2col kernel gradients beat XLA's on CPU only from the paper's size up (module docstring).
+# im2col kernel gradients beat XLA's on CPU only from the paper's size up (resolve_kernel_grad).
 IM2COL_MIN_INPUT_SIZE = 256
 IM2COL_MIN_CHANNELS = 256
 
 
+KERNEL_GRAD_CHOICES = ("auto", *KERNEL_GRADS)
+
+
 def check_kernel_grad(kernel_grad: str) -> None:
     """Accept ``"auto"``, ``"xla"`` or ``"im2col"``."""
-    if kernel_grad not in ("auto", *KERNEL_GRADS):
+    if kernel_grad not in KERNEL_GRAD_CHOICES:
         raise ValueError(
             f"kernel_grad must be 'auto' or one of {KERNEL_GRADS}, got {kernel_grad!r}"
         )

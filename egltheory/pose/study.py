@@ -86,6 +86,17 @@ class Preset:
         check_cotangents(self.cotangents)
         check_kernel_grad(self.kernel_grad)
 
+    @property
+    def eglpp_options(self) -> dict:
+        """Keyword arguments of ``eglpp_pose_scores`` that this preset sets."""
+        return {
+            "labels": self.neighbour_labels,
+            "perplexity": self.perplexity,
+            "top_k": self.top_k,
+            "cotangents": self.cotangents,
+            "kernel_grad": self.kernel_grad,
+        }
+
 
 PRESETS = {
     "tiny": Preset("tiny", 32, 1, 16, 2, 96, 32, 24, 12, 2, (0, 1), 2, 1, 8, n_candidates=24),
@@ -233,13 +244,7 @@ def run_study(
                 name,
                 pool,
                 preset.n_candidates,
-                eglpp=(
-                    ("labels", preset.neighbour_labels),
-                    ("perplexity", preset.perplexity),
-                    ("top_k", preset.top_k),
-                    ("cotangents", preset.cotangents),
-                    ("kernel_grad", preset.kernel_grad),
-                ),
+                eglpp=tuple(preset.eglpp_options.items()),
             )
             records = run_active_learning(
                 out_dir=out / "runs" / name / f"seed_{seed}",
@@ -393,10 +398,8 @@ def plot_eglpp_neighbours(
     unl = np.setdiff1d(np.arange(len(pool)), labelled)
     cand = unl[: preset.n_candidates] if preset.n_candidates else unl
     scores, probs, nbrs = eglpp_pose_scores(
-        model, pool, labelled, cand, labels=preset.neighbour_labels, perplexity=preset.perplexity,
-        top_k=preset.top_k, cotangents=preset.cotangents, kernel_grad=preset.kernel_grad,
-        return_neighbours=True,
-    )  # fmt: skip
+        model, pool, labelled, cand, **preset.eglpp_options, return_neighbours=True
+    )
     order = np.argsort(scores)
     picks = [*order[:n_show], *order[::-1][:n_show]]
     heat = infer(model, pool.images[cand[picks]])["heatmaps"]
