@@ -70,6 +70,7 @@ __all__ = [
     "output_gram",
     "predictive_variance",
     "scaled_squared_error",
+    "tree_sq_norm",
 ]
 
 
@@ -98,7 +99,7 @@ def _check_vector_ensemble(means, covariances, f_z) -> None:
     check_finite("f_z", f_z)
 
 
-def _tree_sq_norm(tree: PyTree) -> Array:
+def tree_sq_norm(tree: PyTree) -> Array:
     """Σ over all leaves of the squared entries: ‖θ‖² of a parameter pytree."""
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
 
@@ -266,7 +267,7 @@ def _check_scalar_model(apply_fn: ApplyFn, params: PyTree, x: Array) -> None:
 @partial(jax.jit, static_argnames=("apply_fn", "batch_size"))
 def _grad_sq_norm(apply_fn, params, x, batch_size):
     def one(x_i):
-        return _tree_sq_norm(jax.grad(apply_fn)(params, x_i))
+        return tree_sq_norm(jax.grad(apply_fn)(params, x_i))
 
     return _map_inputs(one, x, batch_size)
 
@@ -428,7 +429,7 @@ def _monte_carlo_moments(
         return loss_fn(prediction, y_i)
 
     def sq_grad_norm(x_i, y_i):  # the definition: the real gradient of the loss w.r.t. θ
-        return _tree_sq_norm(jax.grad(loss)(params, x_i, y_i))
+        return tree_sq_norm(jax.grad(loss)(params, x_i, y_i))
 
     per_input = jax.vmap(sq_grad_norm)  # over N: (x [N], y [N, D]) -> [N]
     per_sample = jax.vmap(jax.vmap(per_input, in_axes=(None, 0)), in_axes=(None, 0))
@@ -593,7 +594,7 @@ def _egl_classification(apply_fn, params, x, squared, batch_size):
         probabilities = jax.nn.softmax(logits)
         # ∇_logits of −log softmax(logits)[y] is p − e_y: one forward, C cotangents.
         cotangents = probabilities[None, :] - jnp.eye(logits.shape[0], dtype=logits.dtype)
-        norms_sq = jax.vmap(lambda g: _tree_sq_norm(vjp(g)[0]))(cotangents)
+        norms_sq = jax.vmap(lambda g: tree_sq_norm(vjp(g)[0]))(cotangents)
         lengths = norms_sq if squared else jnp.sqrt(norms_sq)
         return jnp.sum(probabilities * lengths)
 

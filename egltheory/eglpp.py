@@ -25,6 +25,7 @@ THEORY.md, Σ_n p_n · 4 (y_n − f)² ‖∇_θ f‖² = 4 ‖∇f‖² m [Var_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -35,12 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from egltheory.tsne import conditional_probabilities, top_k_neighbours
-from egltheory.validation import check_finite, check_ndim, check_nonnegative
+from egltheory.egl import tree_sq_norm
+from egltheory.tsne import conditional_probabilities, target_entropy, top_k_neighbours
+from egltheory.validation import check_finite, check_ndim, check_nonnegative, is_concrete
 
 __all__ = [
     "COTANGENT_MODES",
-    "check_cotangents",
+    "EGLPPOptions",
+    "NormEngine",
     "eglpp_pool_scores",
     "eglpp_scores",
     "embed",
@@ -49,6 +52,7 @@ __all__ = [
     "intermediate_features",
     "loss_grad_sq_norms",
     "naive_loss_grad_sq_norms",
+    "neighbours",
     "nnx_apply",
     "squared_error",
 ]
@@ -104,11 +108,15 @@ def _as_pytree_fn(apply_fn) -> jax.tree_util.Partial:
 
 
 def global_average_pool(features: jax.Array) -> jax.Array:
-    """Mean over the spatial axes: ``[N, H, W, C] → [N, C]`` (``[N, C]`` is returned unchanged)."""
+    """Mean over the spatial axes: ``[N, H, W, C] → [N, C]`` (``[N, C]`` is returned unchanged).
+
+    Low-precision features (bfloat16) are averaged and returned in float32.
+    """
     if features.ndim == 2:
         return features
     if features.ndim < 3:
         raise ValueError(f"`features` must be [N, ..., C], got shape {features.shape}.")
+    features = features.astype(jnp.promote_types(features.dtype, jnp.float32))
     return jnp.mean(features, axis=tuple(range(1, features.ndim - 1)))
 
 
@@ -159,20 +167,78 @@ def embed(
     return jnp.concatenate(outs, axis=0)
 
 
-def check_cotangents(cotangents: str | int) -> None:
-    """Accept ``"unroll"``, ``"vmap"`` or a positive int (cotangents per vmapped group)."""
-    ok = cotangents in COTANGENT_MODES or (
-        isinstance(cotangents, int) and not isinstance(cotangents, bool) and cotangents >= 1
-    )
-    if not ok:
-        raise ValueError(
-            f"`cotangents` must be one of {COTANGENT_MODES} or a positive int (cotangents per "
-            f"vmapped group), got {cotangents!r}."
+@dataclass(frozen=True)
+class NormEngine:
+    """How per-example gradient norms are computed; never what they are (values are identical).
+
+    ``chunk_size``: pool inputs per jitted call (memory ≈ ``chunk_size × K × |θ|`` floats at
+    most). ``cotangents``: ``"unroll"`` (K pullbacks of one forward in one program), ``"vmap"``
+    (one pullback batched over the K cotangents) or an int G (groups of G cotangents vmapped,
+    the ⌈K/G⌉ groups unrolled). Which is fastest depends on the model and backend; see
+    ``benchmarks/bench_eglpp.py``, ``benchmarks/bench_pose.py`` and docs/pose.md.
+    """
+
+    chunk_size: int = 8
+    cotangents: str | int = "unroll"
+
+    def __post_init__(self) -> None:
+        ok = self.cotangents in COTANGENT_MODES or (
+            isinstance(self.cotangents, int)
+            and not isinstance(self.cotangents, bool)
+            and self.cotangents >= 1
         )
+        if not ok:
+            raise ValueError(
+                f"`cotangents` must be one of {COTANGENT_MODES} or a positive int (cotangents per "
+                f"vmapped group), got {self.cotangents!r}."
+            )
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int):
+            raise ValueError(f"`chunk_size` must be a positive int, got {self.chunk_size!r}.")
+        if self.chunk_size < 1:
+            raise ValueError(f"`chunk_size` must be a positive int, got {self.chunk_size!r}.")
 
 
-def _tree_sq_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree))
+@dataclass(frozen=True)
+class EGLPPOptions:
+    """Everything EGL++ (Eq. 12–13) needs besides the model and data; validated once.
+
+    Defaults follow the authors (perplexity 20, top-K 30, top-K weights not renormalised) except
+    the entropy convention ("bits"; ``"nats-as-bits"`` reproduces their code, see
+    :mod:`egltheory.tsne`). ``tsne_chunk_size``: query rows calibrated together. ``engine``: how
+    the K gradient norms per input are computed (:class:`NormEngine`).
+
+    With L labelled references, :func:`neighbours` uses ``top_k' = min(top_k, L)`` and caps the
+    perplexity so that the effective perplexity is at most ``max(1, L / 2)`` (a perplexity needs
+    more references than itself; one reference gets probability 1).
+    """
+
+    perplexity: float = 20.0
+    top_k: int = 30
+    convention: str = "bits"
+    renormalise: bool = False
+    tsne_chunk_size: int = 1024
+    engine: NormEngine = NormEngine()
+
+    def __post_init__(self) -> None:
+        target_entropy(self.perplexity, self.convention)  # validates both
+        for name in ("top_k", "tsne_chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        if not isinstance(self.engine, NormEngine):
+            raise ValueError(f"`engine` must be a NormEngine, got {self.engine!r}.")
+
+    def for_references(self, n_references: int) -> tuple[float, int]:
+        """``(perplexity, top_k)`` used with ``n_references`` labelled references (rule above)."""
+        n = int(n_references)
+        if n < 1:
+            raise ValueError("EGL++ needs at least one labelled reference (got 0).")
+        cap = max(1.0, 0.5 * n)
+        if self.convention == "bits":
+            perplexity = min(self.perplexity, cap)
+        else:  # effective perplexity P ** (1 / ln 2) ≤ cap  ⇔  P ≤ cap ** ln 2
+            perplexity = min(self.perplexity, cap ** math.log(2.0))
+        return perplexity, min(self.top_k, n)
 
 
 def _first(tree):
@@ -187,13 +253,13 @@ def _per_example_sq_norms(apply_fn, loss_fn, cotangents, params, x_i, targets_i)
     n_k = jax.tree_util.tree_leaves(targets_i)[0].shape[0]
     if cotangents == "unroll":
         sq = [
-            _tree_sq_norm(pullback(jax.tree_util.tree_map(lambda c, k=k: c[k], cots))[0])
+            tree_sq_norm(pullback(jax.tree_util.tree_map(lambda c, k=k: c[k], cots))[0])
             for k in range(n_k)
         ]
         return jnp.stack(sq)
     # "vmap" is one group of all K; an int G gives ⌈K/G⌉ vmapped groups, unrolled.
     group = n_k if cotangents == "vmap" else min(cotangents, n_k)
-    group_sq_norms = jax.vmap(lambda c: _tree_sq_norm(pullback(c)[0]))
+    group_sq_norms = jax.vmap(lambda c: tree_sq_norm(pullback(c)[0]))
     return jnp.concatenate(
         [
             group_sq_norms(jax.tree_util.tree_map(lambda c, s=start: c[s : s + group], cots))
@@ -281,46 +347,57 @@ def _check_pool(x, targets) -> tuple[int, int]:
     return n, k
 
 
+def _check_loss_shapes(apply_fn, params, x, targets, loss_fn) -> None:
+    """``loss_fn(output, target)`` must be a scalar; for :func:`squared_error` the target's
+    shape must equal one output's (no silent broadcasting). Shapes only (``jax.eval_shape``)."""
+    out = jax.eval_shape(lambda p, xb: _first(apply_fn(p, xb)), params, x[:1])
+    target = jax.tree_util.tree_map(lambda t: jax.ShapeDtypeStruct(t.shape[2:], t.dtype), targets)
+    if loss_fn is squared_error:
+        got = jax.tree_util.tree_map(lambda t: t.shape, target)
+        want = jax.tree_util.tree_map(lambda o: o.shape, out)
+        if got != want:
+            raise ValueError(
+                f"`targets` must be [N, K, *output_shape] with output shape {want}, got trailing "
+                f"shape {got}."
+            )
+    loss = jax.eval_shape(loss_fn, out, target)
+    if np.shape(loss) != ():
+        raise ValueError(f"`loss_fn(output, target)` must return a scalar, got shape {loss.shape}.")
+
+
 def loss_grad_sq_norms(
     apply_fn: Callable[[Any, jax.Array], Any],
     params: Any,
     x: jax.Array,
     targets: Any,
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
-    *,
-    chunk_size: int = 8,
-    cotangents: str | int = "unroll",
+    engine: NormEngine = NormEngine(),
 ) -> jax.Array:
     """Exact per-example squared gradient norms ``[N, K]``.
 
     ``out[i, k] = ‖∇_params loss_fn(apply_fn(params, x[i:i+1])[0], targets[i, k])‖²``, with one
-    forward pass per input (``jax.vjp`` once) and K pullbacks (``cotangents="unroll"``: K pullbacks
-    in one program; ``"vmap"``: one batched pullback).
+    forward pass per input (``jax.vjp`` once) and K pullbacks, arranged as ``engine`` says.
 
     Args:
       apply_fn: ``apply_fn(params, x_batch [B, ...]) -> outputs [B, ...]`` (pytree allowed).
       params: the parameters the gradient is taken with respect to (all of them).
       x: ``[N, ...]`` pool inputs.
-      targets: ``[N, K, ...]`` neighbour targets, the trailing shape matching one output.
+      targets: ``[N, K, ...]`` neighbour targets (for :func:`squared_error`, ``[N, K,
+        *output_shape]``).
       loss_fn: ``loss_fn(output_single, target_single) -> scalar``.
-      chunk_size: pool inputs per jitted call (memory ≈ ``chunk_size × K × |θ|`` floats at most).
-      cotangents: ``"unroll"`` (K pullbacks in one program), ``"vmap"`` (one pullback batched
-        over K) or an int G: groups of G cotangents vmapped, the ⌈K/G⌉ groups unrolled. On a
-        2-core CPU, paper-size hourglass with im2col kernel gradients, K = 30
-        (``benchmarks/bench_pose.py``): ``"vmap"`` 14.6 s/image, ``3`` 9.6 s and ``5``
-        9–13 s (about 2 min compile), ``"unroll"`` 9.0 s (11 min compile).
+      engine: chunking and cotangent arrangement (:class:`NormEngine`).
     """
-    check_cotangents(cotangents)
-    if int(chunk_size) < 1:
-        raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
+    if not isinstance(engine, NormEngine):
+        raise ValueError(f"`engine` must be a NormEngine, got {engine!r}.")
     n, _ = _check_pool(x, targets)
-    chunk = min(int(chunk_size), n)
+    chunk = min(engine.chunk_size, n)
     x = jnp.asarray(x)
     targets = jax.tree_util.tree_map(jnp.asarray, targets)
+    _check_loss_shapes(apply_fn, params, x, targets, loss_fn)
     if isinstance(x, jax.core.Tracer):  # inside a caller's jit: one program with lax.map
-        return _loss_grad_sq_norms(apply_fn, params, x, targets, loss_fn, chunk, cotangents)
+        return _loss_grad_sq_norms(apply_fn, params, x, targets, loss_fn, chunk, engine.cotangents)
     return _loss_grad_sq_norms_eager(
-        _as_pytree_fn(apply_fn), params, x, targets, loss_fn, chunk, cotangents
+        _as_pytree_fn(apply_fn), params, x, targets, loss_fn, chunk, engine.cotangents
     )
 
 
@@ -330,7 +407,7 @@ def _naive_one_target(apply_fn, params, x, t_k, loss_fn):
 
     def per_example(x_i, t_i):
         g = jax.grad(lambda p: loss_fn(_first(apply_fn(p, x_i[None])), t_i))(params)
-        return _tree_sq_norm(g)
+        return tree_sq_norm(g)
 
     return jax.vmap(per_example)(x, t_k)
 
@@ -364,9 +441,7 @@ def eglpp_scores(
     neighbour_targets: Any,
     neighbour_probs: jax.Array,
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
-    *,
-    chunk_size: int = 8,
-    cotangents: str | int = "unroll",
+    engine: NormEngine = NormEngine(),
 ) -> jax.Array:
     """EGL++ scores ``[N]`` (Eq. 12): ``Σ_k neighbour_probs[i, k] · ‖∇ loss(f(x_i), y_ik)‖²``.
 
@@ -382,20 +457,55 @@ def eglpp_scores(
             f"got {tuple(np.shape(neighbour_probs))}."
         )
     check_nonnegative("neighbour_probs", neighbour_probs)
-    sq = loss_grad_sq_norms(
-        apply_fn,
-        params,
-        x_pool,
-        neighbour_targets,
-        loss_fn,
-        chunk_size=chunk_size,
-        cotangents=cotangents,
-    )
+    sq = loss_grad_sq_norms(apply_fn, params, x_pool, neighbour_targets, loss_fn, engine)
     return jnp.sum(jnp.asarray(neighbour_probs) * sq, axis=1)
 
 
+def neighbours(
+    query_embeddings: jax.Array, reference_embeddings: jax.Array, options: EGLPPOptions
+) -> tuple[jax.Array, jax.Array]:
+    """Eq. 13 conditionals of every query over the references, truncated to the top K.
+
+    Args:
+      query_embeddings: ``[Nq, E]`` (the unlabelled pool).
+      reference_embeddings: ``[L, E]`` (the labelled set).
+      options: perplexity, top-K, convention and renormalisation (:class:`EGLPPOptions`, whose
+        rule for small L applies here, and only here).
+
+    Returns:
+      ``(probs [Nq, K'], indices into the references [Nq, K'])``, ``K' = min(top_k, L)``.
+    """
+    check_ndim("reference_embeddings", reference_embeddings, 2, "[L, E]")
+    perplexity, k = options.for_references(np.shape(reference_embeddings)[0])
+    probs = conditional_probabilities(
+        query_embeddings,
+        reference_embeddings,
+        perplexity,
+        options.convention,
+        options.tsne_chunk_size,
+    )
+    return top_k_neighbours(probs, k, renormalise=options.renormalise)
+
+
 def gather_neighbour_targets(labelled_targets: Any, indices: jax.Array) -> Any:
-    """``labelled_targets [Nr, ...]`` gathered at ``indices [Nq, K]`` → ``[Nq, K, ...]``."""
+    """``labelled_targets [L, ...]`` gathered at ``indices [Nq, K]`` → ``[Nq, K, ...]``.
+
+    Indices must lie in ``[0, L)`` (checked when concrete: JAX would clamp them silently).
+    """
+    leaves = jax.tree_util.tree_leaves(labelled_targets)
+    if not leaves or any(np.ndim(t) < 1 for t in leaves):
+        raise ValueError("`labelled_targets` must be a (pytree of) [L, ...] arrays.")
+    n_rows = {np.shape(t)[0] for t in leaves}
+    if len(n_rows) != 1:
+        raise ValueError(f"`labelled_targets` leaves disagree on L: {sorted(n_rows)}.")
+    (n_lab,) = n_rows
+    if is_concrete(indices):
+        idx = np.asarray(indices)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_lab):
+            raise ValueError(
+                f"`indices` must lie in [0, L={n_lab}) (rows of `labelled_targets`), got range "
+                f"[{idx.min()}, {idx.max()}]."
+            )
     return jax.tree_util.tree_map(lambda t: jnp.asarray(t)[jnp.asarray(indices)], labelled_targets)
 
 
@@ -407,35 +517,24 @@ def eglpp_pool_scores(
     labelled_embeddings: jax.Array,
     labelled_targets: Any,
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
-    *,
-    perplexity: float = 20.0,
-    top_k: int = 30,
-    renormalise: bool = False,
-    convention: str = "bits",
-    chunk_size: int = 8,
-    cotangents: str | int = "unroll",
+    options: EGLPPOptions = EGLPPOptions(),
 ) -> jax.Array:
-    """The whole EGL++ acquisition ``[N]``: Eq. 13 probabilities → top-K → Eq. 12.
-
-    Defaults follow the authors (perplexity 20, top-K 30, no renormalisation) except the entropy
-    convention ("bits"; pass ``convention="nats-as-bits"`` to reproduce their code).
+    """The whole EGL++ acquisition ``[N]``: :func:`neighbours` (Eq. 13, top-K) → Eq. 12.
 
     Args:
       pool_embeddings: ``[N, E]`` embeddings of ``x_pool``.
-      labelled_embeddings: ``[Nr, E]``; ``labelled_targets``: ``[Nr, ...]`` their labels or the
-        model's predictions for them.
+      labelled_embeddings: ``[L, E]``; ``labelled_targets``: ``[L, ...]`` their labels or the
+        model's predictions for them (one row per labelled embedding).
     """
-    probs = conditional_probabilities(pool_embeddings, labelled_embeddings, perplexity, convention)
-    k = min(int(top_k), probs.shape[1])
-    probs_k, idx = top_k_neighbours(probs, k, renormalise=renormalise)
+    if not isinstance(options, EGLPPOptions):
+        raise ValueError(f"`options` must be an EGLPPOptions, got {options!r}.")
+    n_lab = np.shape(labelled_embeddings)[0] if np.ndim(labelled_embeddings) else 0
+    for t in jax.tree_util.tree_leaves(labelled_targets):
+        if np.ndim(t) < 1 or np.shape(t)[0] != n_lab:
+            raise ValueError(
+                f"`labelled_targets` must have one row per labelled embedding (L = {n_lab}), got "
+                f"shape {np.shape(t)}."
+            )
+    probs_k, idx = neighbours(pool_embeddings, labelled_embeddings, options)
     targets = gather_neighbour_targets(labelled_targets, idx)
-    return eglpp_scores(
-        apply_fn,
-        params,
-        x_pool,
-        targets,
-        probs_k,
-        loss_fn,
-        chunk_size=chunk_size,
-        cotangents=cotangents,
-    )
+    return eglpp_scores(apply_fn, params, x_pool, targets, probs_k, loss_fn, options.engine)

@@ -10,6 +10,7 @@ Inputs are the ``report`` and ``arrays`` of :func:`egltheory.verification.run_ve
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+
+from egltheory.files import atomic_write_bytes
 
 SCORE_LABELS = {
     "egl": "EGL (Eq. 10)",
@@ -30,14 +33,20 @@ FAMILY_LABELS = {"linear": "Linear (OLS)", "aleatoric": "Aleatoric MLP", "gp": "
 DATASET_MARKERS = {"toy1d": "o", "diabetes": "s", "autompg": "^", "concrete": "D", "cpus": "v"}
 
 
+# No timestamps or software versions in the files: unchanged results give identical bytes.
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
+
+
 def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[str]:
-    """Save ``fig`` as ``name.png`` (150 dpi) and ``name.pdf``; return the paths; close it."""
+    """Save ``fig`` as ``name.png`` (150 dpi) and ``name.pdf`` atomically and byte-stable;
+    return the paths; close it."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):
         path = out / f"{name}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight", metadata=_METADATA[ext])
+        atomic_write_bytes(path, buf.getvalue())
         paths.append(str(path))
     plt.close(fig)
     return paths

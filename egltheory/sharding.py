@@ -30,11 +30,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from egltheory import egl
-from egltheory.eglpp import _loss_grad_sq_norms, _tree_sq_norm, squared_error
-from egltheory.tsne import (
-    _check_common,
-    _probabilities_from_embeddings,
-    top_k_neighbours,
+from egltheory.egl import tree_sq_norm
+from egltheory.eglpp import (
+    EGLPPOptions,
+    NormEngine,
+    eglpp_pool_scores,
+    eglpp_scores,
+    squared_error,
 )
 from egltheory.validation import check_scalar_ensemble
 
@@ -127,22 +129,15 @@ def sharded_eglpp_scores(
     neighbour_targets: Any,
     neighbour_probs: jax.Array,
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
+    engine: NormEngine = NormEngine(chunk_size=64),
     *,
     mesh: Mesh | None = None,
-    chunk_size: int = 64,
-    cotangents: str | int = "unroll",
 ) -> jax.Array:
     """:func:`egltheory.eglpp.eglpp_scores` with the pool sharded over ``mesh`` → ``[N]``."""
-    from egltheory.eglpp import _check_pool, check_cotangents
-
-    _check_pool(x_pool, neighbour_targets)
-    check_cotangents(cotangents)
 
     def block(pool, shared):
         x, t, p = pool
-        chunk = min(int(chunk_size), x.shape[0])
-        sq = _loss_grad_sq_norms(apply_fn, shared, x, t, loss_fn, chunk, cotangents)
-        return jnp.sum(p * sq, axis=1)
+        return eglpp_scores(apply_fn, shared, x, t, p, loss_fn, engine)
 
     return sharded_map(block, (x_pool, neighbour_targets, neighbour_probs), params, mesh)
 
@@ -155,36 +150,17 @@ def sharded_eglpp_pool_scores(
     labelled_embeddings: jax.Array,
     labelled_targets: Any,
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
+    options: EGLPPOptions = EGLPPOptions(engine=NormEngine(chunk_size=64)),
     *,
-    perplexity: float = 20.0,
-    top_k: int = 30,
-    renormalise: bool = False,
-    convention: str = "bits",
     mesh: Mesh | None = None,
-    chunk_size: int = 64,
-    cotangents: str | int = "unroll",
-    tsne_chunk_size: int = 1024,
 ) -> jax.Array:
     """:func:`egltheory.eglpp.eglpp_pool_scores`: pool sharded, labelled set replicated; ``[N]``."""
-    from egltheory.eglpp import check_cotangents
-
-    check_cotangents(cotangents)
-    target = _check_common(
-        np.shape(labelled_embeddings)[0], perplexity, convention, 1e-5, tsne_chunk_size
-    )
-    k = min(int(top_k), int(np.shape(labelled_embeddings)[0]))
+    options.for_references(np.shape(labelled_embeddings)[0])  # refuse an empty labelled set here
 
     def block(pool, shared):
         x, emb = pool
         prm, lab_emb, lab_t = shared
-        probs = _probabilities_from_embeddings(
-            emb, lab_emb, target, 1e-5, 100, min(tsne_chunk_size, emb.shape[0]), "newton"
-        )
-        probs_k, idx = top_k_neighbours(probs, k, renormalise=renormalise)
-        t = jax.tree_util.tree_map(lambda a: a[idx], lab_t)
-        chunk = min(int(chunk_size), x.shape[0])
-        sq = _loss_grad_sq_norms(apply_fn, prm, x, t, loss_fn, chunk, cotangents)
-        return jnp.sum(probs_k * sq, axis=1)
+        return eglpp_pool_scores(apply_fn, prm, x, emb, lab_emb, lab_t, loss_fn, options)
 
     shared = (params, jnp.asarray(labelled_embeddings), labelled_targets)
     return sharded_map(block, (x_pool, pool_embeddings), shared, mesh)
@@ -210,7 +186,7 @@ def sharded_egl_scores(
 
     def block(pool, prm):
         x, mu_t, var_t, fz = pool
-        g2 = jax.vmap(lambda xi: _tree_sq_norm(jax.grad(apply_fn)(prm, xi)))(x)
+        g2 = jax.vmap(lambda xi: tree_sq_norm(jax.grad(apply_fn)(prm, xi)))(x)
         return egl.egl_closed_form(mu_t.T, var_t.T, fz, g2, c=c)
 
     return sharded_map(block, (x_pool, means.T, variances.T, jnp.asarray(f_z)), params, mesh)

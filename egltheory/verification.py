@@ -45,9 +45,14 @@ MC_FAMILY_WISE_ALPHA = 1e-3  # chance that any checked input exceeds the |z| thr
 
 @dataclass(frozen=True)
 class VerificationConfig:
-    """Sizes of one verification run (``default()`` for ``make demo``, ``quick()`` for tests)."""
+    """Sizes of one verification run; ``PRESETS["default"]`` for ``make demo``, ``"tiny"`` for
+    the tests. ``ensembles``: one unfitted ensemble per family checked."""
 
-    n_members: int = 4
+    ensembles: tuple = (
+        ensembles.LinearEnsemble(n_members=4),
+        ensembles.AleatoricEnsemble(n_members=4, hidden=(64, 64), steps=2000),
+        ensembles.GPEnsemble(n_members=4, steps=100, mlp_hidden=(32, 32), mlp_steps=2000),
+    )
     c: float = 4.0  # loss l = (y - f)²; c = 1 is the paper's ½(y - f)² (same ranking)
     n_train: int = 200
     n_train_toy: int = 150
@@ -55,48 +60,42 @@ class VerificationConfig:
     n_check: int = 25
     mc_samples: int = 4000
     mc_convergence_samples: tuple[int, ...] = (16, 64, 256, 1024, 4096)
-    aleatoric_hidden: tuple[int, ...] = (64, 64)
-    aleatoric_steps: int = 2000
-    gp_steps: int = 100
-    gp_mlp_hidden: tuple[int, ...] = (32, 32)
-    gp_mlp_steps: int = 2000
     datasets: tuple[str, ...] = ("toy1d", "diabetes", "autompg")
-    families: tuple[str, ...] = FAMILIES
     seed: int = 0
 
-    @classmethod
-    def default(cls) -> VerificationConfig:
-        return cls()
+    def __post_init__(self) -> None:
+        names = self.families
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"`ensembles` needs one ensemble per family, got {list(names)}.")
 
-    @classmethod
-    def quick(cls) -> VerificationConfig:
-        return cls(
-            n_train=50,
-            n_train_toy=40,
-            n_pool_toy=60,
-            n_check=5,
-            mc_samples=400,
-            mc_convergence_samples=(16, 128),
-            aleatoric_hidden=(16,),
-            aleatoric_steps=150,
-            gp_steps=10,
-            gp_mlp_hidden=(16,),
-            gp_mlp_steps=150,
-            datasets=("toy1d", "diabetes"),
-        )
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(ensembles.family_name(e) for e in self.ensembles)
+
+    def ensemble(self, family: str):
+        """The unfitted ensemble of ``family``."""
+        if family not in self.families:
+            raise ValueError(f"`family` must be one of {self.families}, got {family!r}.")
+        return self.ensembles[self.families.index(family)]
 
 
-def make_ensemble(family: str, config: VerificationConfig):
-    """The ensemble object (unfitted) for ``family`` at this config's sizes."""
-    options = {
-        "aleatoric": {"hidden": config.aleatoric_hidden, "steps": config.aleatoric_steps},
-        "gp": {
-            "steps": config.gp_steps,
-            "mlp_hidden": config.gp_mlp_hidden,
-            "mlp_steps": config.gp_mlp_steps,
-        },
-    }.get(family, {})
-    return ensembles.make_ensemble(family, n_members=config.n_members, **options)
+PRESETS = {
+    "default": VerificationConfig(),
+    "tiny": VerificationConfig(
+        ensembles=(
+            ensembles.LinearEnsemble(n_members=4),
+            ensembles.AleatoricEnsemble(n_members=4, hidden=(16,), steps=150),
+            ensembles.GPEnsemble(n_members=4, steps=10, mlp_hidden=(16,), mlp_steps=150),
+        ),
+        n_train=50,
+        n_train_toy=40,
+        n_pool_toy=60,
+        n_check=5,
+        mc_samples=400,
+        mc_convergence_samples=(16, 128),
+        datasets=("toy1d", "diabetes"),
+    ),
+}
 
 
 def split_dataset(
@@ -155,7 +154,7 @@ def verify_entry(
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    fitted = make_ensemble(family, config).fit(key_fit, X_train, y_train)
+    fitted = config.ensemble(family).fit(key_fit, X_train, y_train)
     jax.block_until_ready(fitted.params)
     timings["fit_s"] = time.perf_counter() - start
 
@@ -324,7 +323,11 @@ def run_verification(
         arrays[(family, dataset)] = result.arrays
     results = {f: report[f] for f in config.families}
     report["checks"] = summarise_checks(results)
-    report["config"] = asdict(config)
+    report["config"] = {
+        **{k: v for k, v in asdict(config).items() if k != "ensembles"},
+        "families": list(config.families),
+        "ensembles": {f: asdict(e) for f, e in zip(config.families, config.ensembles, strict=True)},
+    }
     report["skipped_datasets"] = skipped
     report["toy1d_gaps"] = [list(gap) for gap in TOY1D_GAPS]
     return report, arrays

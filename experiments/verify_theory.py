@@ -1,20 +1,19 @@
 """Theory check: closed-form EGL vs Monte-Carlo, identity 1 and rank gaps on fitted ensembles.
 
     python experiments/verify_theory.py --out results/verify_theory            # make demo
-    python experiments/verify_theory.py --out /tmp/v --quick --figures-dir /tmp/v/fig
+    python experiments/verify_theory.py --preset tiny --out /tmp/v             # smoke test
+    python experiments/verify_theory.py --figures-dir paper_figures            # the committed set
 
 Writes ``report.json`` ({family: {dataset: {...}}, "checks": ...}) atomically into ``--out``, the
-figures (PNG + PDF) into ``--figures-dir``, prints a summary and exits 1 if any check fails.
+figures (PNG + PDF) into ``--figures-dir`` (default ``<out>/figures``: runs never write into the
+repository unless asked to), prints a summary and exits 1 if any check fails.
 All the work is in :mod:`egltheory.verification` and :mod:`egltheory.figures_theory`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import jax
@@ -24,16 +23,9 @@ jax.config.update("jax_enable_x64", True)
 from tqdm import tqdm  # noqa: E402
 
 from egltheory.figures_theory import write_all_figures  # noqa: E402
-from egltheory.verification import VerificationConfig, run_verification  # noqa: E402
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    """Write JSON to a temp file in the same folder, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(obj, handle, indent=2)
-    os.replace(tmp, path)
+from egltheory.files import atomic_write_json  # noqa: E402
+from egltheory.studies.cli import add_output_flags, check_output, show_progress  # noqa: E402
+from egltheory.verification import PRESETS, run_verification  # noqa: E402
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -60,21 +52,26 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/verify_theory", help="folder for report.json")
-    parser.add_argument("--quick", action="store_true", help="small setting (used by the tests)")
-    parser.add_argument("--figures-dir", default="paper_figures", help="folder for the figures")
-    args = parser.parse_args(argv)
-
-    config = VerificationConfig.quick() if args.quick else VerificationConfig.default()
-    report, arrays = run_verification(
-        config, progress=lambda jobs: tqdm(jobs, desc="family × dataset", unit="fit")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_output_flags(parser, "results/verify_theory", PRESETS)
+    parser.add_argument("--figures-dir", default=None, help="folder for the figures")
+    args = parser.parse_args(argv)
     out = Path(args.out)
+    figures_dir = Path(args.figures_dir) if args.figures_dir else out / "figures"
+    check_output(parser, str(out))
+    check_output(parser, str(figures_dir))
+
+    bar = show_progress(args)
+    report, arrays = run_verification(
+        PRESETS[args.preset],
+        progress=lambda jobs: tqdm(jobs, desc="family × dataset", unit="fit", disable=not bar),
+    )
     atomic_write_json(out / "report.json", report)
-    figures = write_all_figures(report, arrays, args.figures_dir)
+    figures = write_all_figures(report, arrays, figures_dir)
     print("\n".join(summary_lines(report)))
-    print(f"report: {out / 'report.json'}; figures: {len(figures)} files in {args.figures_dir}")
+    print(f"report: {out / 'report.json'}; figures: {len(figures)} files in {figures_dir}")
     return 0 if report["checks"]["all_passed"] else 1
 
 

@@ -14,13 +14,13 @@ from egltheory.active import (
     PoolState,
     RandomSelection,
     TopScoreSelection,
-    atomic_write_json,
     check_pool_features,
     initial_state,
     k_center_greedy,
     run_active_learning,
     validate_selection,
 )
+from egltheory.files import atomic_write_json
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 3))

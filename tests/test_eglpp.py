@@ -10,6 +10,8 @@ from hypothesis import given, settings
 
 from egltheory.egl import egl_closed_form, grad_sq_norm
 from egltheory.eglpp import (
+    EGLPPOptions,
+    NormEngine,
     eglpp_pool_scores,
     eglpp_scores,
     embed,
@@ -88,9 +90,8 @@ def test_shared_forward_equals_per_example_nnx_grad(seed, n, k, mode, chunk):
     x = _inputs(seed, n)
     targets = jax.random.normal(jax.random.key(seed + 1), (n, k, 3))
     apply_fn, params, _ = nnx_apply(model)
-    got = loss_grad_sq_norms(
-        apply_fn, params, x, targets, squared_error, chunk_size=chunk, cotangents=mode
-    )
+    engine = NormEngine(chunk_size=chunk, cotangents=mode)
+    got = loss_grad_sq_norms(apply_fn, params, x, targets, squared_error, engine)
     # Independent reference: nnx.grad of the loss w.r.t. the model itself, one example and one
     # target at a time (gradient w.r.t. every nnx.Param, BatchNorm included).
     expected = np.zeros((n, k))
@@ -160,9 +161,8 @@ def test_pool_scores_pipeline_matches_manual_composition():
     emb_pool = jax.random.normal(jax.random.key(1), (7, 3))
     emb_lab = jax.random.normal(jax.random.key(2), (12, 3))
     y_lab = jax.random.normal(jax.random.key(3), (12,))
-    scores = eglpp_pool_scores(
-        apply_fn, params, x, emb_pool, emb_lab, y_lab, perplexity=4.0, top_k=5
-    )
+    options = EGLPPOptions(perplexity=4.0, top_k=5)
+    scores = eglpp_pool_scores(apply_fn, params, x, emb_pool, emb_lab, y_lab, options=options)
     probs = conditional_probabilities(emb_pool, emb_lab, 4.0)
     pk, idx = top_k_neighbours(probs, 5)
     targets = np.asarray(y_lab)[np.asarray(idx)]  # NumPy gather
@@ -192,11 +192,14 @@ def test_bad_input_is_refused():
     x = _inputs(0, 3)
     with pytest.raises(ValueError, match="targets"):
         loss_grad_sq_norms(apply_fn, params, x, jnp.ones((2, 2)))
-    with pytest.raises(ValueError, match="cotangents"):
-        loss_grad_sq_norms(apply_fn, params, x, jnp.ones((3, 2)), cotangents="loop")
-    for bad in (0, -2, True, 2.0):
+    for bad in ("loop", 0, -2, True, 2.0):
         with pytest.raises(ValueError, match="cotangents"):
-            loss_grad_sq_norms(apply_fn, params, x, jnp.ones((3, 2, 1)), cotangents=bad)
+            NormEngine(cotangents=bad)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="chunk_size"):
+            NormEngine(chunk_size=bad)
+    with pytest.raises(ValueError, match="engine"):
+        loss_grad_sq_norms(apply_fn, params, x, jnp.ones((3, 2)), squared_error, "vmap")
     with pytest.raises(ValueError, match="`x`"):
         loss_grad_sq_norms(apply_fn, params, x[:0], jnp.ones((0, 2)))
     with pytest.raises(ValueError, match="neighbour_probs"):
@@ -205,3 +208,44 @@ def test_bad_input_is_refused():
         eglpp_scores(apply_fn, params, x, jnp.ones((3, 2)), -jnp.ones((3, 2)))
     with pytest.raises(ValueError, match="`x`"):
         loss_grad_sq_norms(apply_fn, params, x.at[0, 0, 0, 0].set(jnp.nan), jnp.ones((3, 2)))
+
+
+def test_targets_that_would_broadcast_or_be_clamped_are_refused():
+    """Shape or row-count mismatches used to give plausible scores (clamped or broadcast)."""
+    apply_fn, params, _ = nnx_apply(_model())
+    x = _inputs(0, 3)
+    with pytest.raises(ValueError, match="output shape"):  # scalar output, targets [N, K, 1]
+        loss_grad_sq_norms(apply_fn, params, x, jnp.ones((3, 2, 1)))
+    emb_lab = jax.random.normal(jax.random.key(2), (6, 3))
+    emb_pool = jax.random.normal(jax.random.key(1), (3, 3))
+    with pytest.raises(ValueError, match="one row per labelled embedding"):
+        eglpp_pool_scores(apply_fn, params, x, emb_pool, emb_lab, jnp.ones(4))
+    with pytest.raises(ValueError, match=r"\[0, L=4\)"):
+        gather_neighbour_targets(jnp.ones(4), jnp.array([[0, 5]]))
+    with pytest.raises(ValueError, match="scalar"):
+        loss_grad_sq_norms(apply_fn, params, x, jnp.ones((3, 2)), lambda f, y: f * jnp.ones(2))
+
+
+def test_small_labelled_sets_cap_perplexity_and_top_k_in_one_place():
+    """One labelled reference: perplexity capped at 1 (probability 1), never a value < 1."""
+    options = EGLPPOptions(perplexity=20.0, top_k=30)
+    assert options.for_references(1) == (1.0, 1)
+    assert options.for_references(10) == (5.0, 10)
+    assert options.for_references(100) == (20.0, 30)
+    nats = EGLPPOptions(perplexity=20.0, convention="nats-as-bits")
+    p, _ = nats.for_references(10)
+    from egltheory.tsne import effective_perplexity
+
+    assert effective_perplexity(p, "nats-as-bits") == pytest.approx(5.0)
+    apply_fn, params, _ = nnx_apply(_model())
+    x = _inputs(0, 3)
+    one = eglpp_pool_scores(
+        apply_fn, params, x, jnp.ones((3, 2)), jnp.zeros((1, 2)), jnp.ones(1), options=options
+    )
+    expected = eglpp_scores(apply_fn, params, x, jnp.ones((3, 1)), jnp.ones((3, 1)))
+    np.testing.assert_allclose(one, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="at least one labelled"):
+        options.for_references(0)
+    for bad in ({"perplexity": 0.5}, {"top_k": 0}, {"convention": "nits"}, {"engine": "vmap"}):
+        with pytest.raises(ValueError):
+            EGLPPOptions(**bad)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from egltheory.pose.data import make_synthetic
 from flax import nnx
 
 from egltheory.active import PoolState
@@ -17,7 +18,6 @@ from egltheory.pose.acquisition import (
     multi_peak_entropy,
     resolve_kernel_grad,
 )
-from egltheory.pose.data import make_synthetic
 from egltheory.pose.hourglass import HourglassConfig, StackedHourglass
 from egltheory.pose.learning_loss import margin_ranking_loss
 from egltheory.pose.training import TrainConfig, heatmap_loss, infer, preprocess, train_pose_model

@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy.io import savemat
-
 from egltheory.pose.data import (
     PoseDataset,
     augment,
@@ -14,6 +12,8 @@ from egltheory.pose.data import (
     load_synthetic,
     make_synthetic,
 )
+from scipy.io import savemat
+
 from egltheory.pose.metrics import MPII_FLIP_PAIRS, decode_heatmaps
 
 

@@ -9,11 +9,10 @@ import statistics
 
 import numpy as np
 import pytest
+from egltheory.pose.study import PRESETS, make_table, preset_with
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import t as student_t
-
-from egltheory.pose.study import PRESETS, make_table, preset_with
 
 
 def _results(curves: dict[str, np.ndarray]) -> dict:

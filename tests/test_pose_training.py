@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from egltheory.pose.data import make_synthetic
 from flax import nnx
 
-from egltheory.pose.data import make_synthetic
 from egltheory.pose.hourglass import HourglassConfig
 from egltheory.pose.training import (
     TrainConfig,

@@ -11,10 +11,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from scipy import stats
-
-from egltheory.active import initial_state
-from egltheory.ensembles import LinearEnsemble
 from egltheory.regression_al import (
     RegressionALConfig,
     make_strategy,
@@ -22,6 +18,10 @@ from egltheory.regression_al import (
     summarise,
     write_tables,
 )
+from scipy import stats
+
+from egltheory.active import initial_state
+from egltheory.ensembles import LinearEnsemble
 from egltheory.tsne import conditional_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]

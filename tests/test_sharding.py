@@ -20,7 +20,9 @@ SCRIPT = textwrap.dedent(
     from flax import nnx
 
     from egltheory.egl import egl_closed_form, grad_sq_norm
-    from egltheory.eglpp import eglpp_pool_scores, eglpp_scores, nnx_apply
+    from egltheory.eglpp import (
+        EGLPPOptions, NormEngine, eglpp_pool_scores, eglpp_scores, nnx_apply, squared_error,
+    )
     from egltheory.sharding import (
         pool_mesh, sharded_egl_scores, sharded_eglpp_pool_scores, sharded_eglpp_scores,
     )
@@ -44,20 +46,20 @@ SCRIPT = textwrap.dedent(
     targets = jnp.asarray(rng.normal(size=(n, k)))
     probs = jnp.asarray(rng.dirichlet(np.ones(k), size=n))
     mesh = pool_mesh()
-    single = eglpp_scores(apply_fn, params, x, targets, probs, chunk_size=4)
+    single = eglpp_scores(apply_fn, params, x, targets, probs, engine=NormEngine(chunk_size=4))
     for mode in ("unroll", "vmap"):
-        sharded = sharded_eglpp_scores(
-            apply_fn, params, x, targets, probs, mesh=mesh, chunk_size=4, cotangents=mode
-        )
+        engine = NormEngine(chunk_size=4, cotangents=mode)
+        sharded = sharded_eglpp_scores(apply_fn, params, x, targets, probs, engine=engine,
+                                       mesh=mesh)
         np.testing.assert_allclose(sharded, single, rtol=1e-12)
 
     emb_pool = jnp.asarray(rng.normal(size=(n, 2)))
     emb_lab = jnp.asarray(rng.normal(size=(n_lab, 2)))
     y_lab = jnp.asarray(rng.normal(size=(n_lab,)))
-    single = eglpp_pool_scores(apply_fn, params, x, emb_pool, emb_lab, y_lab, perplexity=5.0,
-                               top_k=6)
+    options = EGLPPOptions(perplexity=5.0, top_k=6)
+    single = eglpp_pool_scores(apply_fn, params, x, emb_pool, emb_lab, y_lab, options=options)
     sharded = sharded_eglpp_pool_scores(apply_fn, params, x, emb_pool, emb_lab, y_lab,
-                                        perplexity=5.0, top_k=6, mesh=mesh)
+                                        options=options, mesh=mesh)
     np.testing.assert_allclose(sharded, single, rtol=1e-12)
 
     scalar_fn = lambda p, xi: apply_fn(p, xi[None])[0]

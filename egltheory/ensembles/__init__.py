@@ -24,6 +24,14 @@ def make_ensemble(family: str, **options):
     return FAMILIES[family](**options)
 
 
+def family_name(ensemble) -> str:
+    """The family name ("linear", "aleatoric", "gp") of an unfitted ensemble object."""
+    for name, cls in FAMILIES.items():
+        if type(ensemble) is cls:
+            return name
+    raise ValueError(f"`ensemble` must be one of {list(FAMILIES.values())}, got {ensemble!r}.")
+
+
 __all__ = [
     "FAMILIES",
     "KERNELS",
@@ -36,5 +44,6 @@ __all__ = [
     "LinearEnsemble",
     "bootstrap_counts",
     "bootstrap_indices",
+    "family_name",
     "make_ensemble",
 ]

@@ -1,54 +1,110 @@
-"""Acquisition scores for pose active learning (higher = label first).
+"""Acquisition for pose models: per-image scores and the five strategies of the pose study.
 
 * ``multi_peak_entropy`` (Liu & Ferrari 2017): per joint heatmap, the local maxima (3×3
   neighbourhood) at least ``rel_threshold`` × the joint's maximum; a softmax over the peak values;
   its entropy (nats), summed over joints. One confident peak → 0.
 * learning loss (Yoo & Kweon 2019): the loss-prediction head's output
   (``infer(...)["predicted_loss"]``).
-* core-set (Sener & Savarese 2018): k-center greedy on the embeddings (``egltheory.active``).
-* EGL++ (Eq. 12–13): ``Σ_n p_n ‖∇_θ l(x, y_n)‖²`` over the top-K labelled neighbours in embedding
-  space (t-SNE conditionals, Eq. 13, perplexity 20, K = 30, "bits" convention by default), with
-  ``l`` = :func:`~egltheory.pose.training.heatmap_loss` (MSE over all stacks' outputs) and
-  ``y_n`` = the model's predicted heatmaps of the neighbours (default, as the authors) or their
-  ground-truth heatmaps. Gradients cover every trainable parameter of the hourglass (BatchNorm
-  in inference mode); one shared forward per unlabelled image (``jax.vjp`` once, K cotangents,
-  unrolled or vmapped) by ``egltheory.eglpp.loss_grad_sq_norms``, whose compiled program is
-  cached per architecture, so a new model each cycle does not recompile. Probabilities and top-K
-  come from ``egltheory.tsne``.
+* core-set (Sener & Savarese 2018): k-center greedy on the embeddings
+  (:class:`egltheory.active.CoreSetSelection`).
+* EGL++ (Eq. 12–13): :func:`egltheory.eglpp.neighbours` over the labelled set's embeddings, then
+  ``Σ_n p_n ‖∇_θ l(x, y_n)‖²`` with ``l`` = :func:`~egltheory.pose.training.heatmap_loss` (MSE
+  over all stacks' outputs) and ``y_n`` the model's predicted heatmaps of the neighbours (default,
+  as the authors) or their ground-truth heatmaps. Gradients cover every trainable parameter of
+  the hourglass (BatchNorm in inference mode), one shared forward per image
+  (:func:`egltheory.eglpp.loss_grad_sq_norms`), compiled once per architecture.
 
-``PoseStrategy`` wraps all five for ``egltheory.active.run_active_learning``. Each cycle it scores
-a random candidate subset of the unlabelled pool (``n_candidates``; ``None`` = all), as Yoo &
-Kweon do, so that EGL++'s K backward passes per image fit a CPU budget; every strategy sees the
-same kind of subset.
+:func:`make_strategy` returns the generic strategies of :mod:`egltheory.active` with these scores;
+candidate subsampling is :class:`egltheory.active.OnCandidateSubset`, applied by the study.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from egltheory.eglpp import loss_grad_sq_norms, nnx_apply
-from egltheory.pose.data import PoseDataset, gaussian_heatmaps
-from egltheory.pose.hourglass import KERNEL_GRADS, HourglassConfig, with_kernel_grad
+from egltheory.active import (
+    CoreSetSelection,
+    RandomSelection,
+    Strategy,
+    TopScoreSelection,
+)
+from egltheory.eglpp import (
+    EGLPPOptions,
+    NormEngine,
+    gather_neighbour_targets,
+    loss_grad_sq_norms,
+    neighbours,
+    nnx_apply,
+)
+from egltheory.pose.datasets import PoseDataset
+from egltheory.pose.hourglass import KERNEL_GRAD_CHOICES, with_kernel_grad
 from egltheory.pose.learning_loss import PoseNet
 from egltheory.pose.training import heatmap_loss, infer, preprocess
+from egltheory.pose.transforms import gaussian_heatmaps
 
 __all__ = [
-    "KERNEL_GRAD_CHOICES",
+    "NEIGHBOUR_LABELS",
     "STRATEGIES",
-    "PoseStrategy",
-    "check_kernel_grad",
+    "PoseEGLPPOptions",
     "eglpp_pose_scores",
     "heatmap_grad_sq_norms",
+    "make_strategy",
     "multi_peak_entropy",
     "neighbour_heatmaps",
-    "resolve_kernel_grad",
 ]
 
 STRATEGIES = ("random", "core-set", "multi-peak-entropy", "learning-loss", "egl++")
+NEIGHBOUR_LABELS = ("prediction", "ground_truth")
+
+
+@dataclass(frozen=True)
+class PoseEGLPPOptions:
+    """EGL++ for a pose model: the generic options plus where neighbour labels and kernel
+    gradients come from; validated once.
+
+    ``neighbour_labels``: ``"prediction"`` (the model's last-stack heatmaps of the labelled
+    neighbours, as the authors) or ``"ground_truth"`` (Gaussian targets of σ ``heatmap_sigma``).
+    ``kernel_grad``: :func:`egltheory.pose.hourglass.resolve_kernel_grad`.
+    """
+
+    eglpp: EGLPPOptions = EGLPPOptions(engine=NormEngine(cotangents="vmap"))
+    neighbour_labels: str = "prediction"
+    kernel_grad: str = "auto"
+    heatmap_sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.eglpp, EGLPPOptions):
+            raise ValueError(f"`eglpp` must be an EGLPPOptions, got {self.eglpp!r}.")
+        if self.neighbour_labels not in NEIGHBOUR_LABELS:
+            raise ValueError(
+                f"`neighbour_labels` must be one of {NEIGHBOUR_LABELS}, got "
+                f"{self.neighbour_labels!r}."
+            )
+        if self.kernel_grad not in KERNEL_GRAD_CHOICES:
+            raise ValueError(
+                f"`kernel_grad` must be one of {KERNEL_GRAD_CHOICES}, got {self.kernel_grad!r}."
+            )
+        if not (np.isfinite(self.heatmap_sigma) and self.heatmap_sigma > 0):
+            raise ValueError(f"`heatmap_sigma` must be > 0, got {self.heatmap_sigma!r}.")
+
+    def replace(self, **changes) -> PoseEGLPPOptions:
+        """A copy with fields of this object or of its ``eglpp`` / ``eglpp.engine`` replaced."""
+        engine_fields = {"chunk_size", "cotangents"}
+        eglpp_fields = set(EGLPPOptions.__dataclass_fields__) - {"engine"}
+        engine = replace(
+            self.eglpp.engine, **{k: v for k, v in changes.items() if k in engine_fields}
+        )
+        eglpp = replace(
+            self.eglpp,
+            engine=engine,
+            **{k: v for k, v in changes.items() if k in eglpp_fields},
+        )
+        own = {k: v for k, v in changes.items() if k not in engine_fields | eglpp_fields}
+        return replace(self, eglpp=eglpp, **own)
 
 
 @jax.jit
@@ -91,76 +147,26 @@ def neighbour_heatmaps(
         size = model.hourglass.cfg.heatmap_size
         gt = gaussian_heatmaps(data.joints[labelled], data.visible[labelled], size, 4, sigma)
         return np.asarray(gt), out["embeddings"]
-    raise ValueError(f"source must be 'prediction' or 'ground_truth', got {source!r}")
-
-
-# im2col kernel gradients beat XLA's on CPU only from the paper's size up (resolve_kernel_grad).
-IM2COL_MIN_INPUT_SIZE = 256
-IM2COL_MIN_CHANNELS = 256
-
-
-KERNEL_GRAD_CHOICES = ("auto", *KERNEL_GRADS)
-
-
-def check_kernel_grad(kernel_grad: str) -> None:
-    """Accept ``"auto"``, ``"xla"`` or ``"im2col"``."""
-    if kernel_grad not in KERNEL_GRAD_CHOICES:
-        raise ValueError(
-            f"kernel_grad must be 'auto' or one of {KERNEL_GRADS}, got {kernel_grad!r}"
-        )
-
-
-def resolve_kernel_grad(kernel_grad: str, cfg: HourglassConfig) -> str:
-    """The kernel-gradient engine EGL++ scoring uses for an hourglass of config ``cfg``.
-
-    ``"xla"`` or ``"im2col"`` are returned as given. ``"auto"`` → ``"im2col"`` on the CPU backend
-    for hourglasses at least the paper's size (input ≥ 256 px, ≥ 256 channels), ``"xla"``
-    otherwise. Measured with ``benchmarks/bench_pose.py`` on a 2-core CPU, K = 30, speed of
-    im2col relative to XLA: 0.70× at 48 px / 32 ch, 0.49× at 64 px / 64 ch, 0.71× at 64 px /
-    128 ch, 0.87× at 128 px / 128 ch, 0.92× at 128 px / 256 ch (1 stack, groups of 5), and at the
-    paper's 256 px / 256 ch / 2 stacks 1.1× in groups of 5 and 1.55× vmapped. Not measured on
-    GPU: there XLA's (cuDNN's) kernel gradients are kept.
-    """
-    check_kernel_grad(kernel_grad)
-    if kernel_grad != "auto":
-        return kernel_grad
-    large = cfg.input_size >= IM2COL_MIN_INPUT_SIZE and cfg.channels >= IM2COL_MIN_CHANNELS
-    return "im2col" if jax.default_backend() == "cpu" and large else "xla"
+    raise ValueError(f"source must be one of {NEIGHBOUR_LABELS}, got {source!r}")
 
 
 def heatmap_grad_sq_norms(
-    model: PoseNet,
-    x,
-    targets,
-    *,
-    chunk_size: int = 8,
-    cotangents: str | int = "vmap",
-    kernel_grad: str = "auto",
+    model: PoseNet, x, targets, engine: NormEngine = NormEngine(), kernel_grad: str = "auto"
 ) -> np.ndarray:
     """‖∇_θ heatmap_loss(hourglass(x_i), targets[i, k])‖² for all i, k.
 
     x: [N, S, S, 3] preprocessed float32; targets: [N, K, h, w, J] -> [N, K]. θ = every
-    ``nnx.Param`` of the hourglass, BatchNorm in inference mode. One forward per input;
-    ``cotangents`` as in :func:`egltheory.eglpp.loss_grad_sq_norms`; ``kernel_grad``: how the
-    convolutions' kernel gradients are computed (:func:`resolve_kernel_grad`; same values).
+    ``nnx.Param`` of the hourglass, BatchNorm in inference mode; one forward per input arranged by
+    ``engine``; ``kernel_grad``: how the convolutions' kernel gradients are computed.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     x, targets = np.asarray(x, np.float32), np.asarray(targets, np.float32)
     if x.ndim != 4 or targets.ndim != 5 or targets.shape[0] != x.shape[0] or x.shape[0] == 0:
         raise ValueError(
             f"x must be [N, S, S, 3] and targets [N, K, h, w, J] with N > 0, got {x.shape}, "
             f"{targets.shape}"
         )
-    hourglass = with_kernel_grad(
-        model.hourglass, resolve_kernel_grad(kernel_grad, model.hourglass.cfg)
-    )
-    apply_fn, params, _ = nnx_apply(hourglass)  # inference mode, every nnx.Param
-    # eglpp pads the last chunk to the chunk shape and caches the compiled program per
-    # architecture, so successive cycles' models reuse it.
-    norms = loss_grad_sq_norms(
-        apply_fn, params, x, targets, heatmap_loss, chunk_size=chunk_size, cotangents=cotangents
-    )
+    apply_fn, params, _ = nnx_apply(with_kernel_grad(model.hourglass, kernel_grad))
+    norms = loss_grad_sq_norms(apply_fn, params, x, targets, heatmap_loss, engine)
     return np.asarray(norms)
 
 
@@ -169,47 +175,32 @@ def eglpp_pose_scores(
     data: PoseDataset,
     labelled: np.ndarray,
     candidates: np.ndarray,
-    *,
-    labels: str = "prediction",
-    perplexity: float = 20.0,
-    top_k: int = 30,
-    convention: str = "bits",
-    renormalise: bool = False,
-    chunk_size: int = 8,
-    cotangents: str | int = "vmap",
-    kernel_grad: str = "auto",
-    sigma: float = 1.0,
+    options: PoseEGLPPOptions = PoseEGLPPOptions(),
     return_neighbours: bool = False,
 ):
     """EGL++ scores [C] (Eq. 12) of pool images ``candidates`` given the ``labelled`` indices.
 
-    With the "bits" convention the perplexity is capped at ``len(labelled) / 2`` (tiny sets).
-
     With ``return_neighbours`` also returns (probs [C, K], neighbour pool indices [C, K]).
     """
-    from egltheory.tsne import conditional_probabilities, top_k_neighbours
-
     labelled, candidates = np.asarray(labelled), np.asarray(candidates)
     if labelled.size == 0:
-        raise ValueError("labelled must be non-empty for EGL++ (neighbours come from it)")
+        raise ValueError("`labelled` must be non-empty for EGL++ (neighbours come from it).")
     if candidates.size == 0:
-        raise ValueError("candidates must be non-empty")
-    targets, lab_emb = neighbour_heatmaps(model, data, labelled, labels, sigma)
-    cand_emb = infer(model, data.images[candidates])["embeddings"]
-    if convention == "bits":  # a perplexity needs more references than itself: cap at L / 2
-        perplexity = min(perplexity, labelled.size / 2)
-    probs = conditional_probabilities(
-        np.asarray(cand_emb, np.float64), np.asarray(lab_emb, np.float64), perplexity, convention
+        raise ValueError("`candidates` must be non-empty.")
+    targets, lab_emb = neighbour_heatmaps(
+        model, data, labelled, options.neighbour_labels, options.heatmap_sigma
     )
-    probs_k, idx = top_k_neighbours(probs, min(top_k, labelled.size), renormalise=renormalise)
+    cand_emb = infer(model, data.images[candidates])["embeddings"]
+    probs_k, idx = neighbours(
+        np.asarray(cand_emb, np.float64), np.asarray(lab_emb, np.float64), options.eglpp
+    )
     probs_k, idx = np.asarray(probs_k), np.asarray(idx)
     sq = heatmap_grad_sq_norms(
         model,
         preprocess(data.images[candidates]),
-        targets[idx],
-        chunk_size=chunk_size,
-        cotangents=cotangents,
-        kernel_grad=kernel_grad,
+        gather_neighbour_targets(targets, idx),
+        options.eglpp.engine,
+        options.kernel_grad,
     )
     scores = np.sum(probs_k * sq, axis=1)
     if return_neighbours:
@@ -217,58 +208,32 @@ def eglpp_pose_scores(
     return scores
 
 
-@dataclass(frozen=True)
-class PoseStrategy:
-    """An ``egltheory.active`` strategy for pose models (``state.model`` is a ``PoseNet``).
+def _predicted_loss(model: PoseNet, data: PoseDataset, indices: np.ndarray) -> np.ndarray:
+    if model.loss_module is None:
+        raise ValueError("learning-loss needs a model trained with learning_loss=True")
+    return infer(model, data.images[indices])["predicted_loss"]
 
-    kind: one of ``STRATEGIES``. ``n_candidates``: random candidate subset scored per cycle
-    (``None``: the whole unlabelled pool). ``eglpp``: keyword arguments of ``eglpp_pose_scores``.
-    """
 
-    kind: str
-    data: PoseDataset
-    n_candidates: int | None = None
-    eglpp: tuple = ()
+def make_strategy(
+    name: str, data: PoseDataset, options: PoseEGLPPOptions = PoseEGLPPOptions()
+) -> Strategy:
+    """The pose study's strategy ``name`` (one of ``STRATEGIES``) on pool ``data``; the state's
+    model is a ``PoseNet`` trained with a learning-loss head."""
 
-    def __post_init__(self) -> None:
-        if self.kind not in STRATEGIES:
-            raise ValueError(f"kind must be one of {STRATEGIES}, got {self.kind!r}")
-        if self.n_candidates is not None and self.n_candidates < 1:
-            raise ValueError(f"n_candidates must be >= 1 or None, got {self.n_candidates}")
+    def images(indices):
+        return data.images[np.asarray(indices)]
 
-    @property
-    def name(self) -> str:
-        return self.kind
-
-    def scores(self, model: PoseNet, labelled: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """[C] acquisition scores of ``candidates`` (not for random / core-set)."""
-        if self.kind == "egl++":
-            return eglpp_pose_scores(model, self.data, labelled, candidates, **dict(self.eglpp))
-        out = infer(model, self.data.images[candidates])
-        if self.kind == "multi-peak-entropy":
-            return multi_peak_entropy(out["heatmaps"])
-        if self.kind == "learning-loss":
-            if model.loss_module is None:
-                raise ValueError("learning-loss needs a model trained with learning_loss=True")
-            return out["predicted_loss"]
-        raise ValueError(f"{self.kind} has no per-example score")
-
-    def select(self, state, budget: int, key: jax.Array) -> np.ndarray:
-        from egltheory.active import k_center_greedy, select_top
-
-        unl = np.asarray(state.unlabelled)
-        if budget < 1 or budget > unl.size:
-            raise ValueError(f"budget must be in [1, {unl.size}] (unlabelled), got {budget}")
-        k_sub, k_pick = jax.random.split(key)
-        cand = unl
-        if self.n_candidates is not None and self.n_candidates < unl.size:
-            pos = jax.random.choice(k_sub, unl.size, (max(self.n_candidates, budget),), False)
-            cand = np.sort(unl[np.asarray(pos)])
-        if self.kind == "random":
-            pick = jax.random.choice(k_pick, cand.size, (budget,), replace=False)
-            return cand[np.asarray(pick)]
-        if self.kind == "core-set":
-            lab_emb = infer(state.model, self.data.images[state.labelled])["embeddings"]
-            cand_emb = infer(state.model, self.data.images[cand])["embeddings"]
-            return cand[k_center_greedy(lab_emb, cand_emb, budget)]
-        return select_top(self.scores(state.model, state.labelled, cand), cand, budget)
+    scorers = {
+        "multi-peak-entropy": lambda s, key: multi_peak_entropy(
+            infer(s.model, images(s.unlabelled))["heatmaps"]
+        ),
+        "learning-loss": lambda s, key: _predicted_loss(s.model, data, s.unlabelled),
+        "egl++": lambda s, key: eglpp_pose_scores(s.model, data, s.labelled, s.unlabelled, options),
+    }
+    if name == "random":
+        return RandomSelection()
+    if name == "core-set":
+        return CoreSetSelection(lambda model, idx: infer(model, images(idx))["embeddings"])
+    if name not in scorers:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+    return TopScoreSelection(name, scorers[name])

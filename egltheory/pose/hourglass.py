@@ -26,10 +26,10 @@ multi-scale features of the last hourglass used by the learning-loss module.
 (``"tensorfloat32"`` / ``"highest"``); parameters stay float32. ``kernel_grad`` picks how kernel
 derivatives are computed: ``"xla"`` (default) XLA's backward-filter convolutions, ``"im2col"``
 :func:`egltheory.conv.conv_general_dilated` (same values; each kernel gradient is one GEMM on the
-forward's im2col patches). On a 2-core CPU (K = 30) im2col makes EGL++'s K pullbacks from one
-forward 1.55× faster at the paper's size but 0.74× as fast at 48 px / 32 channels, and training
-0.78× as fast, so models train with ``"xla"`` and :func:`with_kernel_grad` gives EGL++ an im2col
-view of the same weights where that pays.
+forward's im2col patches, which pays when many pullbacks share one forward on wide layers).
+Models train with ``"xla"``; :func:`with_kernel_grad` gives EGL++ scoring a view of the same
+weights with the engine :func:`resolve_kernel_grad` picks (``"auto"``: im2col on the CPU backend
+from the paper's size up; the measurements behind the rule are in docs/pose.md).
 """
 
 from __future__ import annotations
@@ -42,20 +42,28 @@ import jax.numpy as jnp
 from flax import nnx
 
 from egltheory.conv import conv_general_dilated as im2col_conv
+from egltheory.eglpp import global_average_pool
 
 __all__ = [
+    "IM2COL_MIN_CHANNELS",
+    "IM2COL_MIN_INPUT_SIZE",
     "KERNEL_GRADS",
+    "KERNEL_GRAD_CHOICES",
     "Hourglass",
     "HourglassConfig",
     "Residual",
     "StackedHourglass",
     "count_params",
-    "global_average_pool",
+    "resolve_kernel_grad",
     "with_kernel_grad",
 ]
 
 
 KERNEL_GRADS = ("xla", "im2col")
+KERNEL_GRAD_CHOICES = ("auto", *KERNEL_GRADS)
+# "auto" picks im2col on the CPU backend only from these sizes up (docs/pose.md, benchmark).
+IM2COL_MIN_INPUT_SIZE = 256
+IM2COL_MIN_CHANNELS = 256
 
 
 @dataclass(frozen=True)
@@ -125,11 +133,6 @@ def _max_pool2(x: jax.Array) -> jax.Array:
 def _upsample2(x: jax.Array) -> jax.Array:
     """Nearest-neighbour ×2 upsampling, x: [B, H, W, C] -> [B, 2H, 2W, C]."""
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
-def global_average_pool(features: jax.Array) -> jax.Array:
-    """features: [B, H, W, C] -> [B, C] (mean over space, in float32)."""
-    return jnp.mean(features.astype(jnp.float32), axis=(1, 2))
 
 
 class Residual(nnx.Module):
@@ -235,11 +238,26 @@ class StackedHourglass(nnx.Module):
         return self.forward_with_features(x)[1]
 
 
+def resolve_kernel_grad(kernel_grad: str, cfg: HourglassConfig) -> str:
+    """The kernel-gradient engine for an hourglass of config ``cfg``: ``"xla"`` or ``"im2col"``.
+
+    ``"xla"`` and ``"im2col"`` are returned as given. ``"auto"`` → ``"im2col"`` on the CPU backend
+    for hourglasses at least the paper's size (input ≥ ``IM2COL_MIN_INPUT_SIZE`` px and ≥
+    ``IM2COL_MIN_CHANNELS`` channels), ``"xla"`` otherwise and on every other backend.
+    """
+    if kernel_grad not in KERNEL_GRAD_CHOICES:
+        raise ValueError(f"kernel_grad must be one of {KERNEL_GRAD_CHOICES}, got {kernel_grad!r}")
+    if kernel_grad != "auto":
+        return kernel_grad
+    large = cfg.input_size >= IM2COL_MIN_INPUT_SIZE and cfg.channels >= IM2COL_MIN_CHANNELS
+    return "im2col" if jax.default_backend() == "cpu" and large else "xla"
+
+
 def with_kernel_grad(model: StackedHourglass, kernel_grad: str) -> StackedHourglass:
     """The same weights and statistics (shared arrays, no copy) in a model whose convolutions
-    differentiate their kernels by ``kernel_grad`` (``"xla"`` or ``"im2col"``). Its values are
-    identical; only the derivative program differs (module docstring)."""
-    cfg = replace(model.cfg, kernel_grad=kernel_grad)
+    differentiate their kernels by ``kernel_grad`` (``"auto"``, ``"xla"`` or ``"im2col"``,
+    :func:`resolve_kernel_grad`). Its values are identical; only the derivative program differs."""
+    cfg = replace(model.cfg, kernel_grad=resolve_kernel_grad(kernel_grad, model.cfg))
     if cfg == model.cfg:
         return model
     twin = nnx.eval_shape(lambda: StackedHourglass(cfg, rngs=nnx.Rngs(0)))

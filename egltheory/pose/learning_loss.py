@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from egltheory.pose.hourglass import HourglassConfig, StackedHourglass, global_average_pool
+from egltheory.eglpp import global_average_pool
+from egltheory.pose.hourglass import HourglassConfig, StackedHourglass
 
 __all__ = ["LossPredictionModule", "PoseNet", "margin_ranking_loss"]
 

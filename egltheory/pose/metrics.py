@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from egltheory.pose.skeletons import LSP_JOINTS, MPII_JOINTS
+
 __all__ = [
-    "LSP_FLIP_PAIRS",
-    "LSP_JOINTS",
-    "MPII_FLIP_PAIRS",
-    "MPII_JOINTS",
     "decode_heatmaps",
     "head_normaliser",
     "heatmap_to_image_coords",
@@ -35,17 +33,6 @@ __all__ = [
     "torso_diameter",
 ]
 
-MPII_JOINTS = (
-    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
-    "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow",
-    "l_wrist",
-)  # fmt: skip
-LSP_JOINTS = (
-    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow",
-    "r_shoulder", "l_shoulder", "l_elbow", "l_wrist", "neck", "head_top",
-)  # fmt: skip
-MPII_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
-LSP_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9))
 MPII_SC_BIAS = 0.6
 
 

@@ -9,7 +9,9 @@ unannotated joints). The same ``l`` is the loss whose gradient EGL++ measures (E
 learning-loss head the objective adds ``ll_weight ×`` the margin ranking loss.
 
 ``train_pose_model`` runs a fixed number of steps over a cycling shuffled order of the labelled
-set (fixed batch shape: one compilation), augmenting each batch on the host. ``init_model`` builds
+set, augmenting each batch on the host. The step is one module-level jitted function whose static
+arguments are the architecture and :class:`StepSettings` (what the traced step reads), so it
+compiles once per architecture and settings, whatever the number of epochs. ``init_model`` builds
 a fresh model; passing ``init=`` a previous model fine-tunes it (the EGL++ authors' protocol).
 ``infer`` returns the last stack's heatmaps, the embeddings and (if present) predicted losses.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -25,12 +28,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from egltheory.pose.data import PoseDataset, augment, gaussian_heatmaps
+from egltheory.pose.datasets import PoseDataset
 from egltheory.pose.hourglass import HourglassConfig
 from egltheory.pose.learning_loss import PoseNet, margin_ranking_loss
 from egltheory.pose.metrics import decode_heatmaps, pck_lsp, pckh
+from egltheory.pose.transforms import augment, gaussian_heatmaps
 
 __all__ = [
+    "StepSettings",
     "TrainConfig",
     "batch_heatmap_loss",
     "evaluate",
@@ -39,6 +44,7 @@ __all__ = [
     "init_model",
     "preprocess",
     "train_pose_model",
+    "train_step",
 ]
 
 
@@ -68,6 +74,29 @@ class TrainConfig:
         if self.optimizer not in ("adam", "rmsprop"):
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
 
+    def step_settings(self) -> StepSettings:
+        """The settings the compiled training step reads (not epochs, batch or augmentation)."""
+        return StepSettings(
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            heatmap_sigma=self.heatmap_sigma,
+            ll_weight=self.ll_weight,
+            ll_margin=self.ll_margin,
+            ll_detach_features=self.ll_detach_features,
+        )
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The part of :class:`TrainConfig` a training step depends on: a static jit argument."""
+
+    optimizer: str
+    learning_rate: float
+    heatmap_sigma: float
+    ll_weight: float
+    ll_margin: float
+    ll_detach_features: bool
+
     def make_optimizer(self) -> optax.GradientTransformation:
         if self.optimizer == "adam":
             return optax.adam(self.learning_rate)
@@ -93,43 +122,40 @@ def init_model(cfg: HourglassConfig, seed: int, learning_loss: bool = False) -> 
     return PoseNet(cfg, learning_loss=learning_loss, rngs=nnx.Rngs(seed))
 
 
-_STEP_CACHE: dict = {}
-
-
-def _make_step(graphdef, tx, cfg: TrainConfig, heatmap_size: int, stride: int, use_ll: bool):
-    """The jitted training step, cached per (architecture, settings): no recompilation per cycle."""
-    key = (graphdef, cfg, heatmap_size, stride, use_ll)
-    if key not in _STEP_CACHE:
-        _STEP_CACHE[key] = _build_step(graphdef, tx, cfg, heatmap_size, stride, use_ll)
-    return _STEP_CACHE[key]
-
-
-def _build_step(graphdef, tx, cfg: TrainConfig, heatmap_size: int, stride: int, use_ll: bool):
-    def loss_fn(params, rest, images, joints, visible):
-        # Fresh copies so BatchNorm may update its statistics inside this trace.
-        params, rest = jax.tree.map(lambda a: a, (params, rest))
-        model = nnx.merge(graphdef, params, rest)
-        heat, _, levels = model.hourglass.forward_with_features(images)
-        targets = gaussian_heatmaps(joints, visible, heatmap_size, stride, cfg.heatmap_sigma)
-        per_example = batch_heatmap_loss(heat, targets)
-        loss = jnp.mean(per_example)
-        if use_ll:
-            feats = [jax.lax.stop_gradient(f) for f in levels] if cfg.ll_detach_features else levels
-            predicted = model.loss_module(feats)
-            loss = loss + cfg.ll_weight * margin_ranking_loss(predicted, per_example, cfg.ll_margin)
-        return loss, nnx.state(model, nnx.BatchStat)
-
-    @jax.jit
-    def step(params, rest, opt_state, images, joints, visible):
-        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, rest, images, joints, visible
+def _loss(graphdef, settings, heatmap_size, stride, use_ll, params, rest, images, joints, vis):
+    # Fresh copies so BatchNorm may update its statistics inside this trace.
+    params, rest = jax.tree.map(lambda a: a, (params, rest))
+    model = nnx.merge(graphdef, params, rest)
+    heat, _, levels = model.hourglass.forward_with_features(images)
+    targets = gaussian_heatmaps(joints, vis, heatmap_size, stride, settings.heatmap_sigma)
+    per_example = batch_heatmap_loss(heat, targets)
+    loss = jnp.mean(per_example)
+    if use_ll:
+        feats = (
+            [jax.lax.stop_gradient(f) for f in levels] if settings.ll_detach_features else levels
         )
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        rest = nnx.merge_state(rest, new_stats)
-        return params, rest, opt_state, loss
+        predicted = model.loss_module(feats)
+        loss = loss + settings.ll_weight * margin_ranking_loss(
+            predicted, per_example, settings.ll_margin
+        )
+    return loss, nnx.state(model, nnx.BatchStat)
 
-    return step
+
+@partial(jax.jit, static_argnames=("graphdef", "settings", "heatmap_size", "stride", "use_ll"))
+def train_step(
+    graphdef, settings: StepSettings, heatmap_size, stride, use_ll, params, rest, opt_state,
+    images, joints, visible,
+):  # fmt: skip
+    """One optimiser step: ``(params, rest, opt_state, loss)`` after a batch ``images [B, S, S,
+    3]`` float32, ``joints [B, J, 2]``, ``visible [B, J]`` (targets built inside the step)."""
+    loss_fn = partial(_loss, graphdef, settings, heatmap_size, stride, use_ll)
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, rest, images, joints, visible
+    )
+    updates, opt_state = settings.make_optimizer().update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    rest = nnx.merge_state(rest, new_stats)
+    return params, rest, opt_state, loss
 
 
 def train_pose_model(
@@ -158,10 +184,10 @@ def train_pose_model(
     use_ll = model.loss_module is not None
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = train_cfg.make_optimizer()
-    opt_state = tx.init(params)
-    step = _make_step(
-        graphdef, tx, train_cfg, model_cfg.heatmap_size, 4, use_ll and train_cfg.ll_weight > 0
+    settings = train_cfg.step_settings()
+    opt_state = settings.make_optimizer().init(params)
+    step = partial(
+        train_step, graphdef, settings, model_cfg.heatmap_size, 4, use_ll and settings.ll_weight > 0
     )
     bs = train_cfg.batch_size
     n_steps = train_cfg.epochs * math.ceil(len(labelled) / bs)
@@ -196,25 +222,14 @@ def train_pose_model(
     return model, losses
 
 
-_INFER_CACHE: dict = {}
-
-
-def _infer_fn(graphdef):
-    if graphdef not in _INFER_CACHE:
-
-        @jax.jit
-        def run(state, images):
-            model = nnx.merge(graphdef, state)
-            heat, emb, levels = model.hourglass.forward_with_features(images)
-            pred_loss = (
-                model.loss_module(levels)
-                if model.loss_module is not None
-                else jnp.zeros(images.shape[0])
-            )
-            return heat[:, -1], emb, pred_loss
-
-        _INFER_CACHE[graphdef] = run
-    return _INFER_CACHE[graphdef]
+@partial(jax.jit, static_argnames=("graphdef",))
+def _infer_batch(graphdef, state, images):
+    model = nnx.merge(graphdef, state)
+    heat, emb, levels = model.hourglass.forward_with_features(images)
+    pred_loss = (
+        model.loss_module(levels) if model.loss_module is not None else jnp.zeros(images.shape[0])
+    )
+    return heat[:, -1], emb, pred_loss
 
 
 def infer(model: PoseNet, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -222,7 +237,7 @@ def infer(model: PoseNet, images: np.ndarray, batch_size: int = 32) -> dict[str,
     "embeddings": [N, F], "predicted_loss": [N] (zeros without a loss head)}; eval mode, chunked."""
     model.eval()
     graphdef, state = nnx.split(model)
-    run = _infer_fn(graphdef)
+    run = partial(_infer_batch, graphdef)
     n = len(images)
     outs = {"heatmaps": [], "embeddings": [], "predicted_loss": []}
     for lo in range(0, n, batch_size):

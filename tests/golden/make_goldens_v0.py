@@ -22,25 +22,37 @@ HERE = Path(__file__).resolve().parent
 def fingerprint():
     cpu = ""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), ""
+            )
     except OSError:
         pass
     import jaxlib
 
-    return {"cpu": cpu, "machine": platform.machine(), "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__, "python": sys.version.split()[0]}
+    return {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def regression(tmp):
-    from egltheory.datasets import load_regression_dataset
     from egltheory.regression_al import RegressionALConfig, run_regression_al, summarise
 
+    from egltheory.datasets import load_regression_dataset
+
     config = RegressionALConfig(
-        datasets=("diabetes",), families=("linear", "aleatoric", "gp"), seeds=2, budget=5,
-        n_cycles=2, initial=15, nn_steps=50, gp_steps=5,
+        datasets=("diabetes",),
+        families=("linear", "aleatoric", "gp"),
+        seeds=2,
+        budget=5,
+        n_cycles=2,
+        initial=15,
+        nn_steps=50,
+        gp_steps=5,
     )
     out = Path(tmp) / "reg"
     rows = run_regression_al(config, out, load_regression_dataset, progress=False)
@@ -50,12 +62,27 @@ def regression(tmp):
         rec = json.loads((d / f"cycle_{r['cycle']:04d}.json").read_text())
         key = f"{r['dataset']}/{r['family']}/{r['strategy']}/{r['seed']}"
         runs.setdefault(key, []).append(
-            {"cycle": rec["cycle"], "n_labelled": rec["n_labelled"], "selected": rec["selected"],
-             "metrics": rec["metrics"]})
-    return {"config": {"datasets": ["diabetes"], "families": ["linear", "aleatoric", "gp"],
-                       "seeds": [0, 1], "budget": 5, "n_cycles": 2, "initial": 15,
-                       "nn_steps": 50, "gp_steps": 5},
-            "runs": runs, "table": summarise(rows)}
+            {
+                "cycle": rec["cycle"],
+                "n_labelled": rec["n_labelled"],
+                "selected": rec["selected"],
+                "metrics": rec["metrics"],
+            }
+        )
+    return {
+        "config": {
+            "datasets": ["diabetes"],
+            "families": ["linear", "aleatoric", "gp"],
+            "seeds": [0, 1],
+            "budget": 5,
+            "n_cycles": 2,
+            "initial": 15,
+            "nn_steps": 50,
+            "gp_steps": 5,
+        },
+        "runs": runs,
+        "table": summarise(rows),
+    }
 
 
 def pose(tmp):
@@ -64,14 +91,21 @@ def pose(tmp):
 
     from egltheory.pose.study import PRESETS, make_table, run_study
 
-    results = run_study(PRESETS["tiny"], Path(tmp) / "pose", progress=False,
-                        cache_dir=Path(tmp) / "cache")
+    results = run_study(
+        PRESETS["tiny"], Path(tmp) / "pose", progress=False, cache_dir=Path(tmp) / "cache"
+    )
     runs = {}
     for s, by_seed in results.items():
         for seed, recs in by_seed.items():
             runs[f"{s}/{seed}"] = [
-                {"cycle": r["cycle"], "n_labelled": r["n_labelled"], "selected": r["selected"],
-                 "metrics": r["metrics"]} for r in recs]
+                {
+                    "cycle": r["cycle"],
+                    "n_labelled": r["n_labelled"],
+                    "selected": r["selected"],
+                    "metrics": r["metrics"],
+                }
+                for r in recs
+            ]
     _, table_csv = make_table(results)
     table = list(csv.DictReader(io.StringIO(table_csv)))
     return {"preset": "tiny", "runs": runs, "table": table}
@@ -90,9 +124,13 @@ if __name__ == "__main__":
     jax.config.update("jax_enable_x64", X64[which[0]])
     with tempfile.TemporaryDirectory() as tmp:
         for name in which:
-            obj = {"regression": lambda: regression(tmp), "pose": lambda: pose(tmp),
-                   "theory": theory}[name]()
+            obj = {
+                "regression": lambda: regression(tmp),
+                "pose": lambda: pose(tmp),
+                "theory": theory,
+            }[name]()
             doc = {"fingerprint": fingerprint(), "commit": "d38af37", "golden": obj}
-            (HERE / f"{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True,
-                                                          default=lambda o: np.asarray(o).tolist()))
+            (HERE / f"{name}.json").write_text(
+                json.dumps(doc, indent=1, sort_keys=True, default=lambda o: np.asarray(o).tolist())
+            )
             print("wrote", name)
