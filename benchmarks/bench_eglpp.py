@@ -89,7 +89,12 @@ class SmallConvNet(nnx.Module):
 
 
 def bench_eglpp(n: int, size: int, ks: tuple[int, ...], chunk: int, repeats: int) -> None:
-    from egltheory.eglpp import loss_grad_sq_norms, naive_loss_grad_sq_norms, nnx_apply
+    from egltheory.eglpp import (
+        NormEngine,
+        loss_grad_sq_norms,
+        naive_loss_grad_sq_norms,
+        nnx_apply,
+    )
 
     model = SmallConvNet(rngs=nnx.Rngs(0))
     apply_fn, params, _ = nnx_apply(model)
@@ -109,11 +114,11 @@ def bench_eglpp(n: int, size: int, ks: tuple[int, ...], chunk: int, repeats: int
         for mode in ("unroll", "vmap"):
             res[mode] = best_time(
                 lambda t=targets, m=mode: loss_grad_sq_norms(
-                    apply_fn, params, x, t, chunk_size=chunk, cotangents=m
+                    apply_fn, params, x, t, engine=NormEngine(chunk, m)
                 ),
                 repeats,
             )
-        a = np.asarray(loss_grad_sq_norms(apply_fn, params, x, targets, chunk_size=chunk))
+        a = np.asarray(loss_grad_sq_norms(apply_fn, params, x, targets, engine=NormEngine(chunk)))
         b = np.asarray(naive_loss_grad_sq_norms(apply_fn, params, x, targets))
         rel = float(np.max(np.abs(a - b) / np.abs(b)))
         print(

@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from egltheory.eglpp import NormEngine
 from egltheory.pose.acquisition import heatmap_grad_sq_norms
-from egltheory.pose.data import make_synthetic
 from egltheory.pose.hourglass import HourglassConfig, count_params, with_kernel_grad
+from egltheory.pose.synthetic import make_synthetic
 from egltheory.pose.training import TrainConfig, heatmap_loss, init_model, train_pose_model
 
 AUTHORS_PYTORCH_S_PER_IMAGE = 85.0  # the authors' EGL++ at paper size, this 2-core CPU (issue 5)
@@ -96,7 +97,7 @@ def bench_eglpp(cfg: HourglassConfig, n_images: int, k: int, chunk: int, variant
             fn = lambda: run(x, targets)  # noqa: B023
         else:
             fn = lambda m=mode, kernel_grad=kernel_grad: heatmap_grad_sq_norms(
-                base, x, targets, chunk_size=chunk, cotangents=m, kernel_grad=kernel_grad
+                base, x, targets, NormEngine(chunk, m), kernel_grad
             )
         out, first, best = _timed(fn, repeats)
         name = f"{_mode_name(mode)}, {kernel_grad}"

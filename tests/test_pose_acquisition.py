@@ -6,20 +6,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from egltheory.pose.data import make_synthetic
 from flax import nnx
 
-from egltheory.active import PoolState
+from egltheory.active import OnCandidateSubset, PoolState, TopScoreSelection
+from egltheory.eglpp import EGLPPOptions, NormEngine
 from egltheory.pose.acquisition import (
     STRATEGIES,
-    PoseStrategy,
+    PoseEGLPPOptions,
     eglpp_pose_scores,
     heatmap_grad_sq_norms,
+    make_strategy,
     multi_peak_entropy,
-    resolve_kernel_grad,
 )
-from egltheory.pose.hourglass import HourglassConfig, StackedHourglass
+from egltheory.pose.hourglass import HourglassConfig, StackedHourglass, resolve_kernel_grad
 from egltheory.pose.learning_loss import margin_ranking_loss
+from egltheory.pose.synthetic import make_synthetic
 from egltheory.pose.training import TrainConfig, heatmap_loss, infer, preprocess, train_pose_model
 
 CFG = HourglassConfig(n_stacks=2, channels=4, depth=1, n_joints=16, input_size=16)
@@ -93,8 +94,9 @@ def _tsne_rows_numpy(query, ref, perplexity):
 def test_eglpp_equals_naive_per_example_computation(setup):
     data, model = setup
     labelled, cand = np.arange(12), np.arange(20, 26)
+    options = PoseEGLPPOptions(eglpp=EGLPPOptions(perplexity=4.0, top_k=5))
     scores, probs, nbrs = eglpp_pose_scores(
-        model, data, labelled, cand, perplexity=4.0, top_k=5, return_neighbours=True
+        model, data, labelled, cand, options, return_neighbours=True
     )
     out_l = infer(model, data.images[labelled])
     emb_c = infer(model, data.images[cand])["embeddings"]
@@ -120,20 +122,18 @@ def test_grad_norms_unroll_vmap_and_naive_k_passes_agree(setup):
     data, model = setup
     x = preprocess(data.images[:3])
     targets = np.asarray(infer(model, data.images[3:5])["heatmaps"])[None].repeat(3, 0)  # [3,2,..]
-    a = heatmap_grad_sq_norms(model, x, targets, chunk_size=2, cotangents="vmap")  # padded chunk
-    b = heatmap_grad_sq_norms(model, x, targets, chunk_size=3, cotangents="unroll")
+    a = heatmap_grad_sq_norms(model, x, targets, NormEngine(2, "vmap"))  # padded chunk
+    b = heatmap_grad_sq_norms(model, x, targets, NormEngine(3, "unroll"))
     for kernel_grad in ("im2col", "xla"):  # explicit either way, groups of one cotangent
-        d = heatmap_grad_sq_norms(model, x, targets, cotangents=1, kernel_grad=kernel_grad)
+        d = heatmap_grad_sq_norms(model, x, targets, NormEngine(cotangents=1), kernel_grad)
         np.testing.assert_allclose(d, a, rtol=1e-5)
     apply_fn, params, _ = nnx_apply(model.hourglass)
     # K separate forward + backward passes (jax.grad per neighbour target): independent of the vjp
     c = np.asarray(naive_loss_grad_sq_norms(apply_fn, params, x, targets, heatmap_loss))
     np.testing.assert_allclose(a, b, rtol=1e-5)  # float32
     np.testing.assert_allclose(a, c, rtol=1e-4)
-    with pytest.raises(ValueError, match="cotangents"):
-        heatmap_grad_sq_norms(model, x, targets, cotangents="loop")
     with pytest.raises(ValueError, match="kernel_grad"):
-        heatmap_grad_sq_norms(model, x, targets, kernel_grad="gemm")
+        heatmap_grad_sq_norms(model, x, targets, NormEngine(), "gemm")
 
 
 def test_auto_kernel_grad_is_im2col_only_on_cpu_from_the_paper_size_up():
@@ -152,9 +152,10 @@ def test_auto_kernel_grad_is_im2col_only_on_cpu_from_the_paper_size_up():
 
 def test_ground_truth_neighbour_labels_change_scores(setup):
     data, model = setup
-    a = eglpp_pose_scores(model, data, np.arange(12), np.arange(20, 24), top_k=5)
-    b = eglpp_pose_scores(model, data, np.arange(12), np.arange(20, 24), top_k=5,
-                          labels="ground_truth")  # fmt: skip
+    options = PoseEGLPPOptions(eglpp=EGLPPOptions(top_k=5))
+    a = eglpp_pose_scores(model, data, np.arange(12), np.arange(20, 24), options)
+    gt = options.replace(neighbour_labels="ground_truth")
+    b = eglpp_pose_scores(model, data, np.arange(12), np.arange(20, 24), gt)
     assert a.shape == b.shape == (4,) and np.all(b > 0) and not np.allclose(a, b)
     with pytest.raises(ValueError, match="labelled"):
         eglpp_pose_scores(model, data, np.arange(0), np.arange(20, 24))
@@ -164,24 +165,35 @@ def test_ground_truth_neighbour_labels_change_scores(setup):
 def test_each_strategy_selects_valid_unlabelled_items(setup, kind):
     data, model = setup
     state = PoolState(np.arange(12), np.arange(12, 40), model, 0)
-    strategy = PoseStrategy(kind, data, n_candidates=10, eglpp=(("top_k", 5),))
+    options = PoseEGLPPOptions(eglpp=EGLPPOptions(top_k=5))
+    inner = make_strategy(kind, data, options)
+    strategy = OnCandidateSubset(inner, 10)
     picks = strategy.select(state, 4, jax.random.key(0))
     assert picks.shape == (4,) and len(set(picks)) == 4 and set(picks) <= set(range(12, 40))
     np.testing.assert_array_equal(picks, strategy.select(state, 4, jax.random.key(0)))
     if kind not in ("random", "core-set"):
+        assert isinstance(inner, TopScoreSelection)
         # top-scored candidates are picked: every pick scores ≥ every unpicked candidate
-        k_sub, _ = jax.random.split(jax.random.key(0))
+        k_sub, k_inner = jax.random.split(jax.random.key(0))
         pos = np.asarray(jax.random.choice(k_sub, 28, (10,), False))
         cand = np.sort(state.unlabelled[pos])
-        s = strategy.scores(model, state.labelled, cand)
+        s = np.asarray(inner.score_fn(PoolState(state.labelled, cand, model, 0), k_inner))
         picked = np.isin(cand, picks)
-        assert s[picked].min() >= s[~picked].max()
+        assert picked.sum() == 4 and s[picked].min() >= s[~picked].max()
 
 
-def test_strategy_errors(setup):
+def test_strategy_and_option_errors(setup):
     data, model = setup
-    with pytest.raises(ValueError, match="kind"):
-        PoseStrategy("bald", data)
+    with pytest.raises(ValueError, match="strategy"):
+        make_strategy("bald", data)
     state = PoolState(np.arange(38), np.arange(38, 40), model, 0)
     with pytest.raises(ValueError, match="budget"):
-        PoseStrategy("random", data).select(state, 3, jax.random.key(0))
+        OnCandidateSubset(make_strategy("random", data), 10).select(state, 3, jax.random.key(0))
+    for bad in ({"neighbour_labels": "truth"}, {"kernel_grad": "gemm"}, {"heatmap_sigma": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PoseEGLPPOptions(**bad)
+    with pytest.raises(ValueError, match="cotangents"):
+        PoseEGLPPOptions().replace(cotangents="loop")
+    assert PoseEGLPPOptions().replace(top_k=7, cotangents=3).eglpp == EGLPPOptions(
+        top_k=7, engine=NormEngine(cotangents=3)
+    )

@@ -2,19 +2,14 @@
 
 import numpy as np
 import pytest
-from egltheory.pose.data import (
-    PoseDataset,
-    augment,
-    crop_person,
-    gaussian_heatmaps,
-    load_lsp,
-    load_mpii,
-    load_synthetic,
-    make_synthetic,
-)
 from scipy.io import savemat
 
-from egltheory.pose.metrics import MPII_FLIP_PAIRS, decode_heatmaps
+from egltheory.files import DamagedFileError
+from egltheory.pose.datasets import PoseDataset, load_lsp, load_mpii, load_npz, save_npz
+from egltheory.pose.metrics import decode_heatmaps
+from egltheory.pose.skeletons import MPII_FLIP_PAIRS
+from egltheory.pose.synthetic import load_synthetic, make_synthetic
+from egltheory.pose.transforms import augment, crop_person, gaussian_heatmaps
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +186,17 @@ def test_bad_arguments():
             visible=np.ones((2, 16), bool), head_boxes=np.zeros((2, 4)), groups=np.zeros(2),
             domains=np.zeros(2), occluded=np.zeros((2, 16), bool),
         )  # fmt: skip
+
+
+def test_damaged_cache_is_named_and_re_rendered(tmp_path):
+    """A truncated .npz names the file; load_synthetic re-renders it (with a warning)."""
+    first = load_synthetic(10, 7, 16, 0.3, tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DamagedFileError, match=path.name):
+        load_npz(path)
+    with pytest.warns(RuntimeWarning, match="re-rendering"):
+        again = load_synthetic(10, 7, 16, 0.3, tmp_path)
+    np.testing.assert_array_equal(again.images, first.images)
+    save_npz(tmp_path / "x.npz", first)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temporary file

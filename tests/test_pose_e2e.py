@@ -1,5 +1,6 @@
 """pose_eglpp.py --preset tiny end to end; kill-and-resume gives identical results."""
 
+import csv
 import json
 import os
 import signal
@@ -10,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from egltheory.pose.acquisition import STRATEGIES
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "pose_eglpp.py"
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pose_e2e")]
+
+
+def _rows(out):
+    with open(out / "rows.csv") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _cmd(out, cache, *extra):
@@ -30,17 +38,23 @@ def full_run(tmp_path_factory):
 
 def test_tiny_preset_writes_table_and_figures(full_run):
     _, out = full_run
-    for name in ("table.md", "table.csv", "learning_curves.png", "eglpp_neighbours.png"):
+    for name in (
+        "table.md",
+        "table.csv",
+        "rows.csv",
+        "learning_curves.png",
+        "eglpp_neighbours.png",
+    ):
         assert (out / name).stat().st_size > 0, name
-    results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"random", "core-set", "multi-peak-entropy", "learning-loss", "egl++"}
-    for runs in results.values():
-        for recs in runs.values():
-            assert [r["n_labelled"] for r in recs] == [24, 36, 48]
+    rows = _rows(out)
+    assert {r["strategy"] for r in rows} == set(STRATEGIES)
+    for s in STRATEGIES:
+        for seed in ("0", "1"):
+            mine = [r for r in rows if r["strategy"] == s and r["seed"] == seed]
+            assert [int(r["n_labelled"]) for r in mine] == [24, 36, 48]
     # paired seeds: every strategy starts from the same base model -> identical cycle-0 metrics
-    first = {
-        s: [runs[k][0]["metrics"]["mean"] for k in sorted(runs)] for s, runs in results.items()
-    }
+    first = {s: [r["mean"] for r in rows if r["strategy"] == s and r["cycle"] == "0"]
+             for s in STRATEGIES}  # fmt: skip
     assert len({tuple(v) for v in first.values()}) == 1
     table = (out / "table.md").read_text()
     assert "egl++" in table and "PCKh@0.5" in table
@@ -62,7 +76,7 @@ def test_kill_and_resume_matches_uninterrupted_run(full_run):
     assert killed, "the run finished before it could be interrupted"
     assert not (out / "table.md").exists()
     subprocess.run([*cmd, "--resume"], check=True, cwd=ROOT, timeout=600)
-    resumed = json.loads((out / "results.json").read_text())
-    reference = json.loads((full / "results.json").read_text())
-    assert resumed["random"]["0"] == reference["random"]["0"]
-    assert len(resumed["random"]["0"]) == 3
+    run = Path("runs") / "random" / "seed_0" / "results.json"
+    resumed = json.loads((out / run).read_text())
+    assert resumed == json.loads((full / run).read_text())
+    assert len(resumed) == 3

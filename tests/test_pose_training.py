@@ -2,16 +2,17 @@
 
 import numpy as np
 import pytest
-from egltheory.pose.data import make_synthetic
 from flax import nnx
 
 from egltheory.pose.hourglass import HourglassConfig
+from egltheory.pose.synthetic import make_synthetic
 from egltheory.pose.training import (
     TrainConfig,
     batch_heatmap_loss,
     evaluate,
     heatmap_loss,
     train_pose_model,
+    train_step,
 )
 
 CFG = HourglassConfig(n_stacks=2, channels=4, depth=1, n_joints=16, input_size=16)
@@ -53,3 +54,21 @@ def test_bad_arguments():
         train_pose_model(data, np.array([], int), CFG, TrainConfig(), 0)
     with pytest.raises(ValueError, match="input_size"):
         train_pose_model(data, np.arange(4), HourglassConfig(1, 8, 1, 16, 32), TrainConfig(), 0)
+
+
+def test_step_compiles_once_per_architecture_whatever_the_epochs():
+    """Epochs (and augmentation) are not read by the traced step: no recompilation."""
+    data = make_synthetic(16, seed=4, image_size=16)
+    cfg = HourglassConfig(n_stacks=1, channels=8, depth=1, n_joints=16, input_size=16)
+    train_step.clear_cache()
+    model, _ = train_pose_model(data, np.arange(8), cfg, TrainConfig(epochs=1, batch_size=4), 0)
+    assert train_step._cache_size() == 1
+    for epochs, augment in ((2, True), (3, False)):
+        train_pose_model(data, np.arange(8), cfg,
+                         TrainConfig(epochs=epochs, batch_size=4, augment=augment), 1,
+                         init=model)  # fmt: skip
+    assert train_step._cache_size() == 1
+    # a setting the step does read compiles a second program
+    train_pose_model(data, np.arange(8), cfg, TrainConfig(epochs=1, batch_size=4,
+                                                          learning_rate=5e-4), 0)  # fmt: skip
+    assert train_step._cache_size() == 2

@@ -11,8 +11,8 @@ from scipy import stats
 
 from egltheory.verification import (
     IDENTITY_TOLERANCE,
+    PRESETS,
     VerificationConfig,
-    make_ensemble,
     mc_threshold,
     spearman_pairs,
     split_dataset,
@@ -55,17 +55,19 @@ def test_summarise_checks_flags_failures():
 
 
 def test_split_keeps_pool_disjoint_from_labelled_rows():
-    config = VerificationConfig.quick()
+    config = PRESETS["tiny"]
     X_train, y_train, X_pool = split_dataset("diabetes", config)
     assert X_train.shape[0] == config.n_train == y_train.shape[0]
     train_rows = {row.tobytes() for row in X_train}
     assert not any(row.tobytes() in train_rows for row in X_pool)
     with pytest.raises(ValueError, match="family"):
-        make_ensemble("forest", config)
+        config.ensemble("forest")
+    with pytest.raises(ValueError, match="one ensemble per family"):
+        VerificationConfig(ensembles=config.ensembles[:1] * 2)
 
 
 def test_linear_entry_checks_hold_and_bias_share_is_recomputable():
-    config = dataclasses.replace(VerificationConfig.quick(), mc_convergence_samples=())
+    config = dataclasses.replace(PRESETS["tiny"], mc_convergence_samples=())
     result = verify_entry("linear", "toy1d", config, jax.random.key(0))
     entry, arr = result.entry, result.arrays
     assert entry["identity_max_rel_err"] < IDENTITY_TOLERANCE

@@ -1,4 +1,4 @@
-"""End-to-end: experiments/verify_theory.py --quick writes a complete report and the figures."""
+"""End-to-end: verify_theory.py --preset tiny writes a complete report and byte-stable figures."""
 
 import importlib.util
 import json
@@ -19,7 +19,8 @@ def _load_script():
 @pytest.mark.slow
 def test_verify_theory_quick(tmp_path, capsys):
     out, figures = tmp_path / "out", tmp_path / "figures"
-    code = _load_script().main(["--quick", "--out", str(out), "--figures-dir", str(figures)])
+    script = _load_script()
+    code = script.main(["--preset", "tiny", "--out", str(out), "--figures-dir", str(figures)])
     report = json.loads((out / "report.json").read_text())
     assert code == 0, report["checks"]
     assert report["checks"]["all_passed"]
@@ -41,4 +42,19 @@ def test_verify_theory_quick(tmp_path, capsys):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "ALL PASSED" in printed
-    assert not list(out.glob("*.tmp"))  # atomic write left no temp file
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # atomic writes
+    # Unchanged results give identical figure files (no timestamps, no software metadata);
+    # the default figures folder is inside --out, never the repository's paper_figures/.
+    before = {p.name: p.read_bytes() for p in figures.iterdir()}
+    assert script.main(["--preset", "tiny", "--out", str(out)]) == 0
+    after = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
+    assert after == before
+
+
+def test_verify_theory_refuses_an_unwritable_out_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit) as exc:
+        _load_script().main(["--preset", "tiny", "--out", str(blocker / "sub")])
+    assert exc.value.code == 2
+    assert "--out" in capsys.readouterr().err

@@ -13,10 +13,10 @@ one ``jax.jit`` program (no Python loop over models). Bootstrap replicas enter a
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import jax
@@ -168,12 +168,14 @@ def predict_stacked(
     return jax.vmap(lambda state: nnx.merge(graphdef, state)(X))(stacked)
 
 
-@functools.lru_cache(maxsize=64)
-def mean_apply(graphdef: nnx.GraphDef):
-    """``apply_fn(params, x [d]) -> scalar``: the mean head of the network with these parameters."""
+@dataclass(frozen=True)
+class mean_apply:
+    """``apply_fn(params, x [d]) -> scalar``: the mean head of the network ``graphdef`` with
+    these parameters. Equal (and equally hashed) for equal graph definitions, so jitted
+    functions that take it as a static argument compile once per architecture."""
 
-    def apply_fn(params: Any, x: jax.Array) -> jax.Array:
-        mean, _ = nnx.merge(graphdef, params)(x[None, :])
+    graphdef: nnx.GraphDef
+
+    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        mean, _ = nnx.merge(self.graphdef, params)(x[None, :])
         return mean[0]
-
-    return apply_fn

@@ -1,4 +1,4 @@
-"""Tests for egltheory.regression_al and the experiments/regression_al.py script (kill + resume)."""
+"""The regression study and experiments/regression_al.py: strategies, config, kill + resume."""
 
 import csv
 import os
@@ -6,22 +6,18 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from egltheory.regression_al import (
-    RegressionALConfig,
-    make_strategy,
-    paired_split,
-    summarise,
-    write_tables,
-)
-from scipy import stats
 
 from egltheory.active import initial_state
+from egltheory.eglpp import EGLPPOptions
 from egltheory.ensembles import LinearEnsemble
+from egltheory.studies.regression import PRESETS, RegressionStudy, make_strategy, paired_split
+from egltheory.studies.runner import Protocol
 from egltheory.tsne import conditional_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +46,7 @@ def test_paired_split_is_disjoint_and_reproducible():
 
 def test_egl_and_variance_strategies_rank_by_independent_numpy_scores():
     X, y, state = _linear_state()
-    cfg = RegressionALConfig()
+    cfg = PRESETS["default"]
     model = state.model
     xu = X[state.unlabelled]
     means, variances = (np.asarray(a) for a in model.predict(xu))
@@ -65,7 +61,7 @@ def test_egl_and_variance_strategies_rank_by_independent_numpy_scores():
 
 def test_eglpp_strategy_equals_identity_5_for_linear_model():
     X, y, state = _linear_state(1)
-    cfg = RegressionALConfig(perplexity=4.0, top_k=5)
+    cfg = replace(PRESETS["default"], eglpp=EGLPPOptions(perplexity=4.0, top_k=5))
     strategy = make_strategy("egl++", X, y, cfg)
     scores = np.asarray(strategy.score_fn(state, jax.random.key(0)))
     xu, xl, yl = X[state.unlabelled], X[state.labelled], y[state.labelled]
@@ -78,50 +74,32 @@ def test_eglpp_strategy_equals_identity_5_for_linear_model():
     np.testing.assert_allclose(scores, expected, rtol=1e-8)
 
 
-def test_summarise_p_values_match_scipy(tmp_path):
-    rng = np.random.default_rng(0)
-    rows = []
-    for strategy, shift in (("egl", 0.0), ("random", 0.2)):
-        for seed in range(5):
-            for cycle in range(3):
-                rows.append(
-                    {
-                        "dataset": "d",
-                        "family": "linear",
-                        "strategy": strategy,
-                        "seed": seed,
-                        "cycle": cycle,
-                        "n_labelled": 10 + 5 * cycle,
-                        "rmse": 1.0 - 0.1 * cycle + shift + 0.05 * rng.normal(),
-                        "cc": 0.5 + 0.1 * cycle - shift + 0.05 * rng.normal(),
-                    }
-                )
-    table = {e["strategy"]: e for e in summarise(rows)}
-    final = {
-        s: np.array([r["rmse"] for r in rows if r["strategy"] == s and r["cycle"] == 2])
-        for s in ("egl", "random")
-    }
-    expected = stats.ttest_rel(final["random"], final["egl"], alternative="greater").pvalue
-    assert table["random"]["p_rmse_final"] == pytest.approx(expected)
-    assert table["random"]["rmse_final_mean"] == pytest.approx(final["random"].mean())
-    assert table["random"]["rmse_final_std"] == pytest.approx(final["random"].std(ddof=1))
-    assert np.isnan(table["egl"]["p_rmse_final"])
-    md = write_tables(list(table.values()), tmp_path)
-    assert "| d | linear | random |" in md and (tmp_path / "table.csv").exists()
-
-
-def test_config_refuses_bad_values():
+def test_study_refuses_bad_settings():
+    protocol = PRESETS["tiny"].protocol
     with pytest.raises(ValueError, match="strategies"):
-        RegressionALConfig(strategies=("nope",))
+        replace(PRESETS["tiny"], protocol=replace(protocol, strategies=("nope",)))
     with pytest.raises(ValueError, match="seeds"):
-        RegressionALConfig(seeds=1)
+        replace(protocol, seeds=(0, 0))
+    with pytest.raises(ValueError, match="seeds"):
+        replace(protocol, seeds=(-1, 2))
+    with pytest.raises(ValueError, match="families"):
+        PRESETS["tiny"].with_families(["forest"])
+    with pytest.raises(ValueError, match="one ensemble per family"):
+        RegressionStudy(protocol=protocol, ensembles=())
+    with pytest.raises(ValueError, match="test_fraction"):
+        replace(PRESETS["tiny"], test_fraction=1.0)
+    assert PRESETS["tiny"].with_families(["linear"]).families == ("linear",)
+    assert isinstance(protocol, Protocol)
 
 
 def _script(out, *extra):
     return [
         sys.executable,
         str(ROOT / "experiments" / "regression_al.py"),
-        "--quick",
+        "--preset",
+        "tiny",
+        "--families",
+        "linear",
         "--no-progress",
         "--out",
         str(out),
@@ -134,7 +112,7 @@ def _script(out, *extra):
 
 
 def _curves(out):
-    with open(out / "curves.csv") as fh:
+    with open(out / "rows.csv") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -149,13 +127,7 @@ def test_script_end_to_end_kill_and_resume(tmp_path):
     }
     full = tmp_path / "full"
     subprocess.run(_script(full), check=True, env=env, capture_output=True, timeout=600)
-    for name in (
-        "table.md",
-        "table.csv",
-        "curves.csv",
-        "curves_diabetes_linear.png",
-        "curves_diabetes_linear.pdf",
-    ):
+    for name in ("table.md", "table.csv", "rows.csv", "learning_curves_diabetes_linear.png"):
         assert (full / name).is_file(), name
     rows = _curves(full)
     assert {r["strategy"] for r in rows} == {"random", "egl", "egl++"}
@@ -166,14 +138,14 @@ def test_script_end_to_end_kill_and_resume(tmp_path):
     proc = subprocess.Popen(
         _script(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    marker = killed / "diabetes" / "linear" / "random" / "seed0" / "cycle_0001.json"
+    marker = killed / "runs" / "diabetes" / "linear" / "random" / "seed_0" / "cycle_0001.json"
     deadline = time.time() + 300
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert marker.exists()
-    assert not (killed / "curves.csv").exists()  # it really died before the end
+    assert not (killed / "rows.csv").exists()  # it really died before the end
     subprocess.run(
         _script(killed, "--resume"), check=True, env=env, capture_output=True, timeout=600
     )

@@ -1,0 +1,125 @@
+"""egltheory.studies.report: paired statistics against hand computations, the tie rule, tables."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import t as student_t
+
+from egltheory.studies.report import (
+    MetricSpec,
+    detectable_difference,
+    paired_p_value,
+    paired_table,
+    table_markdown,
+    write_tables,
+)
+
+PCKH = MetricSpec("pckh", "PCKh@0.5", higher_is_better=True, scale=100.0)
+RMSE = MetricSpec("rmse", "RMSE", higher_is_better=False, digits=4)
+
+
+def _rows(curves: dict[str, np.ndarray], key: str = "pckh", **group) -> list[dict]:
+    """Long rows from {strategy: [n_seeds, n_cycles]} metric arrays."""
+    return [
+        {
+            **group,
+            "strategy": s,
+            "seed": seed,
+            "cycle": c,
+            "n_labelled": 10 * (c + 1),
+            key: float(v),
+        }
+        for s, arr in curves.items()
+        for seed, row in enumerate(arr)
+        for c, v in enumerate(row)
+    ]
+
+
+def _one_tailed_paired_p(better, worse) -> float:
+    """P(T > t) for t = mean(d) / (sd(d) / √n), d = better − worse, n − 1 degrees of freedom."""
+    d = [a - b for a, b in zip(better, worse, strict=True)]
+    n = len(d)
+    t_stat = statistics.fmean(d) / (statistics.stdev(d) / math.sqrt(n))
+    return float(student_t.sf(t_stat, n - 1))
+
+
+@given(st.integers(2, 6), st.integers(1, 3), st.integers(0, 2**16), st.booleans())
+def test_table_statistics_match_hand_computation(n_seeds, n_cycles, seed, higher):
+    rng = np.random.default_rng(seed)
+    curves = {s: rng.uniform(0, 1, (n_seeds, n_cycles)) for s in ("random", "core-set", "egl++")}
+    metric = MetricSpec("pckh", "m", higher_is_better=higher)
+    table = paired_table(_rows(curves), metric, "egl++")
+    entries = {(e["strategy"], e["cycle"]): e for e in table}
+    for s, arr in curves.items():
+        for c, column in [*((c, arr[:, c]) for c in range(n_cycles)), ("curve", arr.mean(1))]:
+            e = entries[(s, c)]
+            column = [float(v) for v in column]
+            assert e["mean"] == pytest.approx(statistics.fmean(column), rel=1e-12)
+            assert e["std"] == pytest.approx(statistics.stdev(column), rel=1e-12)
+            assert e["n_seeds"] == n_seeds
+            if c != "curve":
+                assert e["n_labelled"] == 10 * (c + 1)
+            if s == "egl++":
+                assert math.isnan(e["p"])
+                continue
+            ref = curves["egl++"][:, c] if c != "curve" else curves["egl++"].mean(1)
+            want = (
+                _one_tailed_paired_p(ref, column) if higher else _one_tailed_paired_p(column, ref)
+            )
+            assert e["p"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_direction_and_the_tie_rule():
+    """A reference better on every seed gets p < 0.5; identical columns get exactly 0.5."""
+    better = np.array([[0.2, 0.5], [0.3, 0.6], [0.25, 0.7]])
+    worse = better - np.array([[0.0, 0.10], [0.0, 0.12], [0.0, 0.08]])
+    table = paired_table(_rows({"random": worse, "egl++": better}), PCKH, "egl++")
+    entries = {(e["strategy"], e["cycle"]): e for e in table}
+    assert entries[("random", 0)]["p"] == 0.5  # no difference at all
+    assert entries[("random", 1)]["p"] < 0.01
+    flipped = paired_table(_rows({"random": better, "egl++": worse}), PCKH, "egl++")
+    assert next(e for e in flipped if e["strategy"] == "random" and e["cycle"] == 1)["p"] > 0.99
+    # lower is better: the same numbers as RMSE swap the direction
+    rmse = paired_table(_rows({"random": worse, "egl++": better}, "rmse"), RMSE, "egl++")
+    assert next(e for e in rmse if e["strategy"] == "random" and e["cycle"] == 1)["p"] > 0.99
+    assert math.isnan(paired_p_value([1.0], [0.0], True))  # one pair: no test
+    with pytest.raises(ValueError, match="paired"):
+        paired_p_value([1.0, 2.0], [1.0], True)
+
+
+def test_groups_are_tested_separately_and_markdown_has_table_1_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for dataset in ("a", "b"):
+        curves = {s: rng.uniform(size=(3, 2)) for s in ("egl", "random")}
+        rows += _rows(curves, "rmse", dataset=dataset)
+    md = write_tables(rows, [RMSE], "egl", tmp_path, ("dataset",), ("random", "egl"))
+    assert "## dataset a: RMSE" in md and "## dataset b: RMSE" in md
+    table = paired_table(rows, RMSE, "egl", ("dataset",))
+    sub = [e for e in table if e["dataset"] == "a"]
+    text = table_markdown(sub, RMSE, "egl")
+    header = text.splitlines()[0]
+    assert header == "| RMSE | 10 | 20 | curve mean |"
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("| random |")]
+    first = next(e for e in sub if e["strategy"] == "random" and e["cycle"] == 0)
+    assert line.split(" | ")[1].startswith(f"{first['mean']:.4f} ± {first['std']:.4f} (")
+    assert (tmp_path / "table.csv").read_text().count("\n") == len(table) + 1
+
+
+def test_detectable_difference_matches_a_monte_carlo_power_check():
+    """At the returned difference a one-tailed paired t-test at 5% rejects ≈ 80% of the time."""
+    n, sd = 10, 2.0
+    delta = detectable_difference(sd, n)
+    rng = np.random.default_rng(0)
+    d = rng.normal(delta, sd, size=(20_000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    power = float(np.mean(t > student_t.ppf(0.95, n - 1)))
+    # normal approximation of the noncentral t: within 3 points of 80% at n = 10
+    assert 0.77 < power < 0.83
+    assert math.isnan(detectable_difference(sd, 1))
