@@ -20,7 +20,7 @@ from egltheory.active import (
     run_active_learning,
     validate_selection,
 )
-from egltheory.files import atomic_write_json
+from egltheory.files import DamagedFileError, atomic_write_json
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 3))
@@ -204,3 +204,42 @@ def test_bad_input_is_refused(tmp_path):
         )
     with pytest.raises(ValueError, match="scores"):
         TopScoreSelection("s", lambda s, k: np.array([np.nan, 1, 2])).select(state, 1, None)
+
+
+def test_a_finished_run_can_be_extended_by_more_cycles(tmp_path):
+    """n_cycles is not a run setting: resuming with more cycles continues, exactly."""
+    full = _run(tmp_path / "full", RandomSelection(), n_cycles=4)
+    short = _run(tmp_path / "grow", RandomSelection(), n_cycles=2)
+    assert short == full[:3]
+    assert _run(tmp_path / "grow", RandomSelection(), resume=True, n_cycles=4) == full
+    assert _run(tmp_path / "grow", RandomSelection(), resume=True, n_cycles=1) == full[:2]
+
+
+def test_settings_mismatch_names_each_setting(tmp_path):
+    _run(tmp_path, RandomSelection(), n_cycles=1)
+    with pytest.raises(ValueError, match=r"budget: 3 → 2") as err:
+        run_active_learning(
+            out_dir=tmp_path, strategy=RandomSelection(), initial_labelled=np.arange(4),
+            pool_size=40, budget=2, n_cycles=1, train_fn=_train, evaluate_fn=_evaluate,
+            key=jax.random.key(7), resume=True, run_info={"lr": 0.1},
+        )  # fmt: skip
+    assert "lr: '<absent>' → 0.1" in str(err.value)
+
+
+@pytest.mark.parametrize("victim", ["cycle_0001.json", "checkpoint_0001.pkl", "run.json"])
+def test_damaged_files_are_named_with_a_remedy(tmp_path, victim):
+    _run(tmp_path, RandomSelection(), n_cycles=1)
+    path = tmp_path / victim
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(DamagedFileError, match=rf"{victim}.*delete"):
+        _run(tmp_path, RandomSelection(), resume=True, n_cycles=2)
+
+
+def test_temporary_files_of_a_killed_writer_are_removed(tmp_path):
+    _run(tmp_path, RandomSelection(), n_cycles=1)
+    stale = tmp_path / ".checkpoint_0001.model.k2j4_x9.tmp"
+    stale.write_bytes(b"partial")
+    unrelated = tmp_path / "notes.tmp"
+    unrelated.write_text("mine")
+    _run(tmp_path, RandomSelection(), resume=True, n_cycles=2)
+    assert not stale.exists() and unrelated.exists()

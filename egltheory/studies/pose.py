@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,7 +26,13 @@ import numpy as np
 from flax import nnx
 
 from egltheory.eglpp import EGLPPOptions, NormEngine
-from egltheory.files import atomic_write_bytes, jsonable, read_pickle
+from egltheory.files import (
+    DamagedFileError,
+    atomic_write_bytes,
+    jsonable,
+    read_pickle,
+    remove_stale_temp_files,
+)
 from egltheory.pose.acquisition import STRATEGIES, PoseEGLPPOptions, make_strategy
 from egltheory.pose.datasets import PoseDataset, load_lsp, load_mpii
 from egltheory.pose.hourglass import HourglassConfig
@@ -211,6 +218,7 @@ def _trials(study: PoseStudy, out: Path, progress: bool) -> Iterator[Trial]:
     def evaluate_fn(model):
         return evaluate(model, test)
 
+    remove_stale_temp_files(out / "base_models")
     for seed in protocol.seeds:
         rng = np.random.default_rng(seed)
         initial = np.sort(rng.choice(len(pool), protocol.n_initial, replace=False))
@@ -219,7 +227,10 @@ def _trials(study: PoseStudy, out: Path, progress: bool) -> Iterator[Trial]:
         def train_fn(prev, labelled, key, base_path=base_path):
             train = study.training.for_cycle(first=prev is None)
             if prev is None and base_path.exists():
-                return load(base_path)
+                try:
+                    return load(base_path)
+                except DamagedFileError as err:  # recompute what was damaged
+                    warnings.warn(f"{err}: retraining it.", RuntimeWarning, stacklevel=2)
             init = prev if (prev is not None and study.training.finetune) else None
             model, _ = train_pose_model(pool, labelled, cfg, train, _seed_from_key(key), init=init,
                                         learning_loss=True, progress=progress)  # fmt: skip

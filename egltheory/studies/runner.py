@@ -117,9 +117,9 @@ def rows_of(trial: Trial, records: Sequence[dict]) -> list[dict]:
     """Long rows of one run: group fields, strategy, seed, cycle, n_labelled, scalar metrics."""
     rows = []
     for r in records:
-        metrics = {
+        metrics = {  # sorted: fresh and resumed (JSON, sorted) records give the same columns
             k: v
-            for k, v in r["metrics"].items()
+            for k, v in sorted(r["metrics"].items())
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         rows.append(
