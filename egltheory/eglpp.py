@@ -29,12 +29,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.flatten_util import ravel_pytree
 
 from egltheory.egl import tree_sq_norm
 from egltheory.tsne import conditional_probabilities, target_entropy, top_k_neighbours
@@ -42,10 +43,15 @@ from egltheory.validation import check_finite, check_ndim, check_nonnegative, is
 
 __all__ = [
     "COTANGENT_MODES",
+    "ESTIMATORS",
     "EGLPPOptions",
+    "EGLPPTerms",
+    "LowRank",
     "NormEngine",
+    "Sketch",
     "eglpp_pool_scores",
     "eglpp_scores",
+    "eglpp_terms",
     "embed",
     "gather_neighbour_targets",
     "global_average_pool",
@@ -199,13 +205,71 @@ class NormEngine:
 
 
 @dataclass(frozen=True)
+class LowRank:
+    """Identity 6 with the spread truncated to the top ``m`` singular directions of the centred
+    neighbour cotangents: 1 + m pullbacks. Never above the exact spread (a sum of fewer
+    non-negative terms); equal to it once ``m`` ≥ its rank. ``LowRank(0)`` is the bias alone."""
+
+    m: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 0:
+            raise ValueError(f"`m` must be an int ≥ 0, got {self.m!r}.")
+
+
+@dataclass(frozen=True)
+class Sketch:
+    """:class:`LowRank` ``(m)`` plus an unbiased Hutchinson estimate of the remaining spread from
+    ``probes`` Rademacher probes in the K-dimensional neighbour space: 1 + m + probes pullbacks,
+    with a standard error; the residual is exactly 0 once ``m`` ≥ the rank."""
+
+    m: int
+    probes: int = 4
+
+    def __post_init__(self) -> None:
+        LowRank(self.m)
+        if isinstance(self.probes, bool) or not isinstance(self.probes, int) or self.probes < 2:
+            raise ValueError(f"`probes` must be an int ≥ 2 (for a standard error), got "
+                             f"{self.probes!r}.")  # fmt: skip
+
+
+ESTIMATORS = ("exact", "LowRank(m)", "Sketch(m, probes)")
+
+
+def _check_estimator(estimator) -> None:
+    if estimator != "exact" and not isinstance(estimator, LowRank | Sketch):
+        raise ValueError(
+            f"`estimator` must be 'exact', LowRank(m) or Sketch(m, probes), got {estimator!r}."
+        )
+
+
+class EGLPPTerms(NamedTuple):
+    """Identity 6 per pool input, each ``[N]``: ``score = bias + spread``.
+
+    ``bias = m ‖Jᵀ g(ȳ)‖²`` (the model against its neighbours' consensus), ``spread = m ‖Jᵀ C‖²_F``
+    (the neighbours' label spread; estimated unless the estimator is exact), ``energy`` the share
+    Σ_{i≤r} s_i² / Σ s_i² of the centred cotangents' energy in the r directions pulled back
+    exactly (1 for exact), ``spread_stderr`` the standard error of the spread (0 unless
+    :class:`Sketch`), ``rank`` the numerical rank of the centred cotangents.
+    """
+
+    score: jax.Array
+    bias: jax.Array
+    spread: jax.Array
+    energy: jax.Array
+    spread_stderr: jax.Array
+    rank: jax.Array
+
+
+@dataclass(frozen=True)
 class EGLPPOptions:
     """Everything EGL++ (Eq. 12–13) needs besides the model and data; validated once.
 
     Defaults follow the authors (perplexity 20, top-K 30, top-K weights not renormalised) except
     the entropy convention ("bits"; ``"nats-as-bits"`` reproduces their code, see
     :mod:`egltheory.tsne`). ``tsne_chunk_size``: query rows calibrated together. ``engine``: how
-    the K gradient norms per input are computed (:class:`NormEngine`).
+    the gradient norms per input are computed (:class:`NormEngine`). ``estimator``: ``"exact"``
+    (Eq. 12, K pullbacks) or an estimate through identity 6 (:class:`LowRank`, :class:`Sketch`).
 
     With L labelled references, :func:`neighbours` uses ``top_k' = min(top_k, L)`` and caps the
     perplexity so that the effective perplexity is at most ``max(1, L / 2)`` (a perplexity needs
@@ -218,9 +282,11 @@ class EGLPPOptions:
     renormalise: bool = False
     tsne_chunk_size: int = 1024
     engine: NormEngine = NormEngine()
+    estimator: str | LowRank | Sketch = "exact"
 
     def __post_init__(self) -> None:
         target_entropy(self.perplexity, self.convention)  # validates both
+        _check_estimator(self.estimator)
         for name in ("top_k", "tsne_chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -245,27 +311,33 @@ def _first(tree):
     return jax.tree_util.tree_map(lambda o: o[0], tree)
 
 
+def _pullback_sq_norms(pullback, directions, cotangents) -> jax.Array:
+    """``[M]`` squared norms ``‖Jᵀ d_j‖²`` of the pullbacks of M output directions (a pytree with
+    leading axis M), arranged as ``cotangents`` says: ``"unroll"`` M pullbacks in one program,
+    ``"vmap"`` one batched pullback, an int G vmapped groups of G, unrolled."""
+    n_dirs = jax.tree_util.tree_leaves(directions)[0].shape[0]
+    if cotangents == "unroll":
+        sq = [
+            tree_sq_norm(pullback(jax.tree_util.tree_map(lambda c, k=k: c[k], directions))[0])
+            for k in range(n_dirs)
+        ]
+        return jnp.stack(sq)
+    group = n_dirs if cotangents == "vmap" else min(cotangents, n_dirs)
+    group_sq_norms = jax.vmap(lambda c: tree_sq_norm(pullback(c)[0]))
+    return jnp.concatenate(
+        [
+            group_sq_norms(jax.tree_util.tree_map(lambda c, s=start: c[s : s + group], directions))
+            for start in range(0, n_dirs, group)
+        ]
+    )
+
+
 def _per_example_sq_norms(apply_fn, loss_fn, cotangents, params, x_i, targets_i):
     """``[K]`` squared gradient norms for one input: one forward (``jax.vjp``), K pullbacks."""
     out, pullback = jax.vjp(lambda p: _first(apply_fn(p, x_i[None])), params)
     # Output cotangents ∂l/∂f for every neighbour target: pytree with leading axis K.
     cots = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(out, targets_i)
-    n_k = jax.tree_util.tree_leaves(targets_i)[0].shape[0]
-    if cotangents == "unroll":
-        sq = [
-            tree_sq_norm(pullback(jax.tree_util.tree_map(lambda c, k=k: c[k], cots))[0])
-            for k in range(n_k)
-        ]
-        return jnp.stack(sq)
-    # "vmap" is one group of all K; an int G gives ⌈K/G⌉ vmapped groups, unrolled.
-    group = n_k if cotangents == "vmap" else min(cotangents, n_k)
-    group_sq_norms = jax.vmap(lambda c: tree_sq_norm(pullback(c)[0]))
-    return jnp.concatenate(
-        [
-            group_sq_norms(jax.tree_util.tree_map(lambda c, s=start: c[s : s + group], cots))
-            for start in range(0, n_k, group)
-        ]
-    )
+    return _pullback_sq_norms(pullback, cots, cotangents)
 
 
 def _chunked_map(fn, chunk_size, *arrays):
@@ -282,6 +354,28 @@ def _chunked_map(fn, chunk_size, *arrays):
     chunks = jax.tree_util.tree_map(to_chunks, arrays)
     out = jax.lax.map(lambda c: jax.vmap(fn)(*c), chunks)
     return jax.tree_util.tree_map(lambda o: o.reshape(n_chunks * chunk_size, *o.shape[2:])[:n], out)
+
+
+def _eager_chunks(run_chunk, chunk_size, *arrays):
+    """Python loop over chunks of one jitted program ``run_chunk(*array_chunks)`` (the last chunk
+    padded to the same shape with copies of its last row), outputs concatenated.
+
+    On XLA:CPU this is several times faster than ``lax.map`` over the same chunks, where the
+    batched per-example weight gradients of convolutions run inside a while loop (measured).
+    """
+    n = jax.tree_util.tree_leaves(arrays)[0].shape[0]
+    outs = []
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        pad = chunk_size - (stop - start)
+
+        def take(a, start=start, stop=stop, pad=pad):
+            a = a[start:stop]
+            return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0) if pad else a
+
+        out = run_chunk(*jax.tree_util.tree_map(take, arrays))
+        outs.append(jax.tree_util.tree_map(lambda o, k=stop - start: o[:k], out))
+    return jax.tree_util.tree_map(lambda *o: jnp.concatenate(o, axis=0), *outs)
 
 
 def _loss_grad_sq_norms(apply_fn, params, x, targets, loss_fn, chunk_size, cotangents):
@@ -306,26 +400,115 @@ def _chunk_sq_norms(apply_fn, params, x_chunk, targets_chunk, loss_fn, cotangent
 
 
 def _loss_grad_sq_norms_eager(apply_fn, params, x, targets, loss_fn, chunk_size, cotangents):
-    """Python loop over chunks of one jitted program (the last chunk padded to the same shape).
+    """:func:`_chunk_sq_norms` over the pool in chunks (:func:`_eager_chunks`)."""
+    run = partial(_chunk_sq_norms, apply_fn, params, loss_fn=loss_fn, cotangents=cotangents)
+    return _eager_chunks(run, chunk_size, x, targets)
 
-    On XLA:CPU this is several times faster than ``lax.map`` over the same chunks, where the
-    batched per-example weight gradients of convolutions run inside a while loop (measured).
+
+def _directions(flat, probs, n_top: int, n_probes: int, key):
+    """Identity 6's output directions for one input from its K flat cotangents ``[K, n]``.
+
+    Returns ``(directions [1 + n_top + n_probes, n], mass, energy, rank)``: ``ḡ = Σ p̃_k g_k``,
+    then ``w_i = Dᵀ v_i`` for the top eigenvectors v_i of ``D Dᵀ`` (``D = [√p̃_k (g_k − ḡ)]``, so
+    ``‖Jᵀ w_i‖² = s_i² ‖Jᵀ u_i‖²`` without dividing by s_i), then ``Dᵀ (I − V Vᵀ) z_j`` for
+    Rademacher ``z_j``.
     """
-    n = x.shape[0]
-    outs = []
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        pad = chunk_size - (stop - start)
+    mass = jnp.sum(probs)
+    pt = probs / jnp.where(mass > 0, mass, 1.0)
+    mean = pt @ flat
+    centred = jnp.sqrt(pt)[:, None] * (flat - mean[None])
+    lam, vecs = jnp.linalg.eigh(centred @ centred.T)
+    lam, vecs = jnp.maximum(lam[::-1], 0.0), vecs[:, ::-1]  # descending
+    top = vecs[:, :n_top]
+    parts = [mean[None], top.T @ centred]
+    if n_probes:
+        z = jax.random.rademacher(key, (n_probes, flat.shape[0]), flat.dtype)
+        parts.append((z - (z @ top) @ top.T) @ centred)
+    total = jnp.sum(lam)
+    energy = jnp.where(total > 0, jnp.sum(lam[:n_top]) / jnp.where(total > 0, total, 1.0), 1.0)
+    tol = flat.shape[0] * jnp.finfo(flat.dtype).eps * lam[0]
+    rank = jnp.sum(lam > tol)
+    return jnp.concatenate(parts), mass, energy, rank
 
-        def take(a, start=start, stop=stop, pad=pad):
-            a = a[start:stop]
-            return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0) if pad else a
 
-        out = _chunk_sq_norms(
-            apply_fn, params, take(x), jax.tree_util.tree_map(take, targets), loss_fn, cotangents
-        )
-        outs.append(out[: stop - start])
-    return jnp.concatenate(outs, axis=0)
+def _per_example_terms(apply_fn, loss_fn, cotangents, n_top, n_probes, params, x_i, t_i, p_i, k_i):
+    """Identity 6 for one input: one forward, 1 + n_top + n_probes pullbacks."""
+    out, pullback = jax.vjp(lambda p: _first(apply_fn(p, x_i[None])), params)
+    cots = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(out, t_i)
+    _, unravel = ravel_pytree(_first(cots))
+    flat = jax.vmap(lambda c: ravel_pytree(c)[0])(cots)
+    dirs, mass, energy, rank = _directions(flat, p_i.astype(flat.dtype), n_top, n_probes, k_i)
+    sq = _pullback_sq_norms(pullback, jax.vmap(unravel)(dirs), cotangents)
+    bias = mass * sq[0]
+    spread = mass * jnp.sum(sq[1 : 1 + n_top])
+    stderr = jnp.zeros_like(bias)
+    if n_probes:
+        probe = mass * sq[1 + n_top :]
+        spread = spread + jnp.mean(probe)
+        stderr = jnp.std(probe, ddof=1) / math.sqrt(n_probes)
+    return EGLPPTerms(bias + spread, bias, spread, energy, stderr, rank)
+
+
+_TERMS_STATIC = ("loss_fn", "cotangents", "n_top", "n_probes")
+
+
+@partial(jax.jit, static_argnames=_TERMS_STATIC)
+def _chunk_terms(apply_fn, params, x, t, p, keys, loss_fn, cotangents, n_top, n_probes):
+    fn = partial(_per_example_terms, apply_fn, loss_fn, cotangents, n_top, n_probes, params)
+    return jax.vmap(fn)(x, t, p, keys)
+
+
+@partial(jax.jit, static_argnames=("chunk_size", *_TERMS_STATIC))
+def _jit_terms(apply_fn, params, x, t, p, keys, loss_fn, chunk_size, cotangents, n_top, n_probes):
+    fn = partial(_per_example_terms, apply_fn, loss_fn, cotangents, n_top, n_probes, params)
+    return _chunked_map(fn, chunk_size, x, t, p, keys)
+
+
+def eglpp_terms(
+    apply_fn: Callable[[Any, jax.Array], Any],
+    params: Any,
+    x_pool: jax.Array,
+    neighbour_targets: Any,
+    neighbour_probs: jax.Array,
+    loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
+    options: EGLPPOptions | None = None,
+    key: jax.Array | None = None,
+) -> EGLPPTerms:
+    """Identity 6: EGL++ ``[N]`` split into bias and neighbour spread (:class:`EGLPPTerms`).
+
+    With weights p_k (mass m, p̃ = p / m) and output cotangents g_k = ∂l/∂f (f(x), y_k),
+    ``Σ_k p_k ‖Jᵀ g_k‖² = m ‖Jᵀ ḡ‖² + m ‖Jᵀ C‖²_F`` with ``ḡ = Σ p̃_k g_k`` and
+    ``C = [√p̃_k (g_k − ḡ)]``, because Σ_k p̃_k (g_k − ḡ) = 0 kills the cross term. This holds for
+    any loss; when the cotangent is affine in y (squared error, the heatmap MSE, softmax
+    cross-entropy on logits) ``ḡ = g(ȳ)`` with ``ȳ = Σ p̃_k y_k`` and ``C = ∂g/∂y · [√p̃_k (y_k −
+    ȳ)]``, i.e. squared bias against the neighbours' consensus plus their label spread through
+    the tangent kernel (docs/theory.md, identity 6). The spread is computed through a thin SVD of
+    C (``options.estimator``: ``"exact"``: all K − 1 directions; :class:`LowRank`,
+    :class:`Sketch`). ``key`` (:class:`Sketch` only) draws the probes.
+    """
+    options = EGLPPOptions() if options is None else options
+    if not isinstance(options, EGLPPOptions):
+        raise ValueError(f"`options` must be an EGLPPOptions, got {options!r}.")
+    n, k = _check_pool(x_pool, neighbour_targets)
+    _check_probs(neighbour_probs, n, k)
+    est = options.estimator
+    n_top = k - 1 if est == "exact" else min(est.m, k - 1)
+    n_probes = est.probes if isinstance(est, Sketch) else 0
+    if n_probes and key is None:
+        raise ValueError("`key` is required with a Sketch estimator (it draws the probes).")
+    keys = jax.random.split(jax.random.key(0) if key is None else key, n)
+    x = jnp.asarray(x_pool)
+    targets = jax.tree_util.tree_map(jnp.asarray, neighbour_targets)
+    probs = jnp.asarray(neighbour_probs)
+    _check_loss_shapes(apply_fn, params, x, targets, loss_fn)
+    chunk = min(options.engine.chunk_size, n)
+    static = {"loss_fn": loss_fn, "cotangents": options.engine.cotangents, "n_top": n_top,
+              "n_probes": n_probes}  # fmt: skip
+    fn = _as_pytree_fn(apply_fn)
+    if isinstance(x, jax.core.Tracer):
+        return _jit_terms(fn, params, x, targets, probs, keys, chunk_size=chunk, **static)
+    run = partial(_chunk_terms, fn, params, **static)
+    return _eager_chunks(run, chunk, x, targets, probs, keys)
 
 
 def _check_pool(x, targets) -> tuple[int, int]:
@@ -434,22 +617,7 @@ def naive_loss_grad_sq_norms(
     return jnp.stack(cols, axis=1)
 
 
-def eglpp_scores(
-    apply_fn: Callable[[Any, jax.Array], Any],
-    params: Any,
-    x_pool: jax.Array,
-    neighbour_targets: Any,
-    neighbour_probs: jax.Array,
-    loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
-    engine: NormEngine = NormEngine(),
-) -> jax.Array:
-    """EGL++ scores ``[N]`` (Eq. 12): ``Σ_k neighbour_probs[i, k] · ‖∇ loss(f(x_i), y_ik)‖²``.
-
-    Args:
-      neighbour_targets: ``[N, K, ...]`` labels (or model predictions) of the top-K neighbours.
-      neighbour_probs: ``[N, K]`` their t-SNE probabilities (renormalised or not).
-    """
-    n, k = _check_pool(x_pool, neighbour_targets)
+def _check_probs(neighbour_probs, n: int, k: int) -> None:
     check_ndim("neighbour_probs", neighbour_probs, 2, "[N, K]")
     if tuple(np.shape(neighbour_probs)) != (n, k):
         raise ValueError(
@@ -457,7 +625,37 @@ def eglpp_scores(
             f"got {tuple(np.shape(neighbour_probs))}."
         )
     check_nonnegative("neighbour_probs", neighbour_probs)
-    sq = loss_grad_sq_norms(apply_fn, params, x_pool, neighbour_targets, loss_fn, engine)
+
+
+def eglpp_scores(
+    apply_fn: Callable[[Any, jax.Array], Any],
+    params: Any,
+    x_pool: jax.Array,
+    neighbour_targets: Any,
+    neighbour_probs: jax.Array,
+    loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
+    options: EGLPPOptions | None = None,
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """EGL++ scores ``[N]`` (Eq. 12): ``Σ_k neighbour_probs[i, k] · ‖∇ loss(f(x_i), y_ik)‖²``.
+
+    Exact (``options.estimator == "exact"``, K pullbacks per input) or estimated through identity
+    6 (:func:`eglpp_terms`; ``key`` for :class:`Sketch`).
+
+    Args:
+      neighbour_targets: ``[N, K, ...]`` labels (or model predictions) of the top-K neighbours.
+      neighbour_probs: ``[N, K]`` their t-SNE probabilities (renormalised or not).
+    """
+    options = EGLPPOptions() if options is None else options
+    if not isinstance(options, EGLPPOptions):
+        raise ValueError(f"`options` must be an EGLPPOptions, got {options!r}.")
+    if options.estimator != "exact":
+        return eglpp_terms(
+            apply_fn, params, x_pool, neighbour_targets, neighbour_probs, loss_fn, options, key
+        ).score
+    n, k = _check_pool(x_pool, neighbour_targets)
+    _check_probs(neighbour_probs, n, k)
+    sq = loss_grad_sq_norms(apply_fn, params, x_pool, neighbour_targets, loss_fn, options.engine)
     return jnp.sum(jnp.asarray(neighbour_probs) * sq, axis=1)
 
 
@@ -518,8 +716,10 @@ def eglpp_pool_scores(
     labelled_targets: Any,
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
     options: EGLPPOptions = EGLPPOptions(),
+    key: jax.Array | None = None,
 ) -> jax.Array:
-    """The whole EGL++ acquisition ``[N]``: :func:`neighbours` (Eq. 13, top-K) → Eq. 12.
+    """The whole EGL++ acquisition ``[N]``: :func:`neighbours` (Eq. 13, top-K) → Eq. 12
+    (``key``: only for a :class:`Sketch` estimator).
 
     Args:
       pool_embeddings: ``[N, E]`` embeddings of ``x_pool``.
@@ -537,4 +737,4 @@ def eglpp_pool_scores(
             )
     probs_k, idx = neighbours(pool_embeddings, labelled_embeddings, options)
     targets = gather_neighbour_targets(labelled_targets, idx)
-    return eglpp_scores(apply_fn, params, x_pool, targets, probs_k, loss_fn, options.engine)
+    return eglpp_scores(apply_fn, params, x_pool, targets, probs_k, loss_fn, options, key)
