@@ -129,15 +129,18 @@ def sharded_eglpp_scores(
     neighbour_targets: Any,
     neighbour_probs: jax.Array,
     loss_fn: Callable[[Any, Any], jax.Array] = squared_error,
-    engine: NormEngine = NormEngine(chunk_size=64),
+    options: EGLPPOptions = EGLPPOptions(engine=NormEngine(chunk_size=64)),
     *,
     mesh: Mesh | None = None,
 ) -> jax.Array:
-    """:func:`egltheory.eglpp.eglpp_scores` with the pool sharded over ``mesh`` → ``[N]``."""
+    """:func:`egltheory.eglpp.eglpp_scores` with the pool sharded over ``mesh`` → ``[N]``
+    (exact estimator; ``options.engine`` sets chunks and cotangents)."""
+    if options.estimator != "exact":
+        raise ValueError("sharded scoring supports the exact estimator only.")
 
     def block(pool, shared):
         x, t, p = pool
-        return eglpp_scores(apply_fn, shared, x, t, p, loss_fn, engine)
+        return eglpp_scores(apply_fn, shared, x, t, p, loss_fn, options)
 
     return sharded_map(block, (x_pool, neighbour_targets, neighbour_probs), params, mesh)
 
@@ -154,7 +157,10 @@ def sharded_eglpp_pool_scores(
     *,
     mesh: Mesh | None = None,
 ) -> jax.Array:
-    """:func:`egltheory.eglpp.eglpp_pool_scores`: pool sharded, labelled set replicated; ``[N]``."""
+    """:func:`egltheory.eglpp.eglpp_pool_scores`: pool sharded, labelled set replicated; ``[N]``
+    (exact estimator)."""
+    if options.estimator != "exact":
+        raise ValueError("sharded scoring supports the exact estimator only.")
     options.for_references(np.shape(labelled_embeddings)[0])  # refuse an empty labelled set here
 
     def block(pool, shared):

@@ -74,8 +74,9 @@ def main(argv=None) -> None:
     except ValueError as err:
         parser.error(str(err))
     t0 = time.perf_counter()
-    run_study(study, args.out, resume=args.resume, progress=show_progress(args),
-              log=lambda line: print(line, flush=True))  # fmt: skip
+    bars = show_progress(args)
+    log = None if bars else (lambda line: print(line, flush=True))
+    run_study(study, args.out, resume=args.resume, progress=bars, log=log)
     print((Path(args.out) / "table.md").read_text())
     print(f"done in {time.perf_counter() - t0:.0f} s; outputs in {args.out}")
 

@@ -61,8 +61,9 @@ def main(argv=None) -> None:
             study = study.with_families(args.families)
     except ValueError as err:
         parser.error(str(err))
-    run_study(study, args.out, resume=args.resume, progress=show_progress(args),
-              log=lambda line: print(line, flush=True))  # fmt: skip
+    bars = show_progress(args)
+    log = None if bars else (lambda line: print(line, flush=True))
+    run_study(study, args.out, resume=args.resume, progress=bars, log=log)
     print((Path(args.out) / "table.md").read_text())
 
 

@@ -46,10 +46,11 @@ SCRIPT = textwrap.dedent(
     targets = jnp.asarray(rng.normal(size=(n, k)))
     probs = jnp.asarray(rng.dirichlet(np.ones(k), size=n))
     mesh = pool_mesh()
-    single = eglpp_scores(apply_fn, params, x, targets, probs, engine=NormEngine(chunk_size=4))
+    single = eglpp_scores(apply_fn, params, x, targets, probs,
+                          options=EGLPPOptions(engine=NormEngine(chunk_size=4)))
     for mode in ("unroll", "vmap"):
-        engine = NormEngine(chunk_size=4, cotangents=mode)
-        sharded = sharded_eglpp_scores(apply_fn, params, x, targets, probs, engine=engine,
+        options = EGLPPOptions(engine=NormEngine(chunk_size=4, cotangents=mode))
+        sharded = sharded_eglpp_scores(apply_fn, params, x, targets, probs, options=options,
                                        mesh=mesh)
         np.testing.assert_allclose(sharded, single, rtol=1e-12)
 

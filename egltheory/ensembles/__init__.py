@@ -17,13 +17,6 @@ from egltheory.ensembles.linear import FittedLinearEnsemble, LinearEnsemble
 FAMILIES = {"linear": LinearEnsemble, "aleatoric": AleatoricEnsemble, "gp": GPEnsemble}
 
 
-def make_ensemble(family: str, **options):
-    """An unfitted ensemble of ``family`` ("linear", "aleatoric" or "gp") built with ``options``."""
-    if family not in FAMILIES:
-        raise ValueError(f"`family` must be one of {tuple(FAMILIES)}, got {family!r}.")
-    return FAMILIES[family](**options)
-
-
 def family_name(ensemble) -> str:
     """The family name ("linear", "aleatoric", "gp") of an unfitted ensemble object."""
     for name, cls in FAMILIES.items():
@@ -45,5 +38,4 @@ __all__ = [
     "bootstrap_counts",
     "bootstrap_indices",
     "family_name",
-    "make_ensemble",
 ]

@@ -1,4 +1,4 @@
-"""Acquisition for pose models: per-image scores and the five strategies of the pose study.
+"""Acquisition for pose models: per-image scores and the strategies of the pose study.
 
 * ``multi_peak_entropy`` (Liu & Ferrari 2017): per joint heatmap, the local maxima (3×3
   neighbourhood) at least ``rel_threshold`` × the joint's maximum; a softmax over the peak values;
@@ -12,7 +12,9 @@
   over all stacks' outputs) and ``y_n`` the model's predicted heatmaps of the neighbours (default,
   as the authors) or their ground-truth heatmaps. Gradients cover every trainable parameter of
   the hourglass (BatchNorm in inference mode), one shared forward per image
-  (:func:`egltheory.eglpp.loss_grad_sq_norms`), compiled once per architecture.
+  (:func:`egltheory.eglpp.loss_grad_sq_norms`), compiled once per architecture. Through identity
+  6 (:func:`egltheory.eglpp.eglpp_terms`): ``egl++-bias``, the bias term alone (one pullback),
+  and ``egl++-lowrank``, bias + the top-4 spread directions (:class:`egltheory.eglpp.LowRank`).
 
 :func:`make_strategy` returns the generic strategies of :mod:`egltheory.active` with these scores;
 candidate subsampling is :class:`egltheory.active.OnCandidateSubset`, applied by the study.
@@ -34,7 +36,10 @@ from egltheory.active import (
 )
 from egltheory.eglpp import (
     EGLPPOptions,
+    EGLPPTerms,
+    LowRank,
     NormEngine,
+    eglpp_terms,
     gather_neighbour_targets,
     loss_grad_sq_norms,
     neighbours,
@@ -47,17 +52,24 @@ from egltheory.pose.training import heatmap_loss, infer, preprocess
 from egltheory.pose.transforms import gaussian_heatmaps
 
 __all__ = [
+    "EGLPP_VARIANTS",
     "NEIGHBOUR_LABELS",
     "STRATEGIES",
     "PoseEGLPPOptions",
     "eglpp_pose_scores",
+    "eglpp_pose_terms",
     "heatmap_grad_sq_norms",
     "make_strategy",
     "multi_peak_entropy",
     "neighbour_heatmaps",
 ]
 
-STRATEGIES = ("random", "core-set", "multi-peak-entropy", "learning-loss", "egl++")
+STRATEGIES = (
+    "random", "core-set", "multi-peak-entropy", "learning-loss", "egl++", "egl++-bias",
+    "egl++-lowrank",
+)  # fmt: skip
+# EGL++ through identity 6: the bias term alone (one pullback) and a rank-4 spread.
+EGLPP_VARIANTS = {"egl++-bias": LowRank(0), "egl++-lowrank": LowRank(4)}
 NEIGHBOUR_LABELS = ("prediction", "ground_truth")
 
 
@@ -170,18 +182,8 @@ def heatmap_grad_sq_norms(
     return np.asarray(norms)
 
 
-def eglpp_pose_scores(
-    model: PoseNet,
-    data: PoseDataset,
-    labelled: np.ndarray,
-    candidates: np.ndarray,
-    options: PoseEGLPPOptions = PoseEGLPPOptions(),
-    return_neighbours: bool = False,
-):
-    """EGL++ scores [C] (Eq. 12) of pool images ``candidates`` given the ``labelled`` indices.
-
-    With ``return_neighbours`` also returns (probs [C, K], neighbour pool indices [C, K]).
-    """
+def _pose_neighbours(model, data, labelled, candidates, options):
+    """``(neighbour targets [C, K, h, w, J], probs [C, K], neighbour pool indices [C, K])``."""
     labelled, candidates = np.asarray(labelled), np.asarray(candidates)
     if labelled.size == 0:
         raise ValueError("`labelled` must be non-empty for EGL++ (neighbours come from it).")
@@ -195,16 +197,55 @@ def eglpp_pose_scores(
         np.asarray(cand_emb, np.float64), np.asarray(lab_emb, np.float64), options.eglpp
     )
     probs_k, idx = np.asarray(probs_k), np.asarray(idx)
-    sq = heatmap_grad_sq_norms(
-        model,
-        preprocess(data.images[candidates]),
-        gather_neighbour_targets(targets, idx),
-        options.eglpp.engine,
-        options.kernel_grad,
-    )
-    scores = np.sum(probs_k * sq, axis=1)
+    return gather_neighbour_targets(targets, idx), probs_k, labelled[idx]
+
+
+def eglpp_pose_terms(
+    model: PoseNet,
+    data: PoseDataset,
+    labelled: np.ndarray,
+    candidates: np.ndarray,
+    options: PoseEGLPPOptions = PoseEGLPPOptions(),
+    key: jax.Array | None = None,
+) -> tuple[EGLPPTerms, np.ndarray, np.ndarray]:
+    """Identity 6 for pool images ``candidates``: ``(terms [C] each, probs [C, K], neighbour pool
+    indices [C, K])`` (:func:`egltheory.eglpp.eglpp_terms`; the estimator of ``options``)."""
+    targets, probs, nbrs = _pose_neighbours(model, data, labelled, candidates, options)
+    apply_fn, params, _ = nnx_apply(with_kernel_grad(model.hourglass, options.kernel_grad))
+    x = preprocess(data.images[np.asarray(candidates)])
+    terms = eglpp_terms(apply_fn, params, x, targets, probs, heatmap_loss, options.eglpp, key)
+    return EGLPPTerms(*(np.asarray(t) for t in terms)), probs, nbrs
+
+
+def eglpp_pose_scores(
+    model: PoseNet,
+    data: PoseDataset,
+    labelled: np.ndarray,
+    candidates: np.ndarray,
+    options: PoseEGLPPOptions = PoseEGLPPOptions(),
+    return_neighbours: bool = False,
+    key: jax.Array | None = None,
+):
+    """EGL++ scores [C] (Eq. 12) of pool images ``candidates`` given the ``labelled`` indices:
+    exact, or estimated through identity 6 (``options.eglpp.estimator``; ``key`` for a Sketch).
+
+    With ``return_neighbours`` also returns (probs [C, K], neighbour pool indices [C, K]).
+    """
+    if options.eglpp.estimator != "exact":
+        terms, probs_k, nbrs = eglpp_pose_terms(model, data, labelled, candidates, options, key)
+        scores = terms.score
+    else:
+        targets, probs_k, nbrs = _pose_neighbours(model, data, labelled, candidates, options)
+        sq = heatmap_grad_sq_norms(
+            model,
+            preprocess(data.images[np.asarray(candidates)]),
+            targets,
+            options.eglpp.engine,
+            options.kernel_grad,
+        )
+        scores = np.sum(probs_k * sq, axis=1)
     if return_neighbours:
-        return scores, probs_k, labelled[idx]
+        return scores, probs_k, nbrs
     return scores
 
 

@@ -42,9 +42,19 @@ from egltheory.pose.training import TrainConfig, evaluate, init_model, train_pos
 from egltheory.studies.report import MetricSpec
 from egltheory.studies.runner import Protocol, Trial
 
-__all__ = ["DATA_SOURCES", "PRESETS", "PoseData", "PoseStudy", "PoseTraining", "load_study_data"]
+__all__ = [
+    "DATA_SOURCES",
+    "PAPER_STRATEGIES",
+    "PRESETS",
+    "PoseData",
+    "PoseStudy",
+    "PoseTraining",
+    "load_study_data",
+]
 
 DATA_SOURCES = ("synthetic", "mpii", "lsp")
+# The paper's Table 1 strategies (the EGL++ variants of identity 6 are opt-in).
+PAPER_STRATEGIES = ("random", "core-set", "multi-peak-entropy", "learning-loss", "egl++")
 
 
 @dataclass(frozen=True)
@@ -143,19 +153,21 @@ class PoseStudy:
     def write_extras(self, rows, out: Path, progress: bool) -> None:
         from egltheory.pose.figures import plot_eglpp_neighbours
 
-        strategy = "egl++" if "egl++" in self.protocol.strategies else None
+        strategy = next((s for s in self.protocol.strategies if s.startswith("egl++")), None)
         if strategy is None:
             return
-        seed, cycle = self.protocol.seeds[0], self.protocol.n_cycles
+        seed = self.protocol.seeds[0]
         run = out / "runs" / strategy / f"seed_{seed}"
+        cycle = max(int(p.stem.split("_")[1]) for p in run.glob("checkpoint_*.model"))
         pool, _ = load_study_data(self.data, self.model.input_size)
         model = model_loader(self.model_config(pool))(run / f"checkpoint_{cycle:04d}.model")
         labelled = read_pickle(run / f"checkpoint_{cycle:04d}.pkl")["labelled"]
         cand = np.setdiff1d(np.arange(len(pool)), labelled)[: self.protocol.n_candidates]
         plot_eglpp_neighbours(
-            model, pool, labelled, cand, self.eglpp, out / "eglpp_neighbours.png",
-            caption=f"final model of the {strategy} run, seed {seed}, cycle {cycle} "
-            f"({labelled.size} labelled images)",
+            model, pool, labelled, cand, self.eglpp.replace(estimator="exact"),
+            out / "eglpp_neighbours.png",
+            caption=f"model after cycle {cycle} of the {strategy} run, seed {seed} "
+            f"({labelled.size} labelled images); exact EGL++",
         )  # fmt: skip
 
     def model_config(self, pool: PoseDataset) -> HourglassConfig:
@@ -212,8 +224,11 @@ def _trials(study: PoseStudy, out: Path, progress: bool) -> Iterator[Trial]:
     load = model_loader(cfg)
     base_spec = {"model": asdict(cfg), "data": study.data.identity(), "n_pool": len(pool),
                  "train": asdict(study.training.base), "n_initial": protocol.n_initial}  # fmt: skip
+    # What a resume must match: everything that changes values (not how gradients are computed).
+    eglpp = {k: v for k, v in asdict(study.eglpp).items() if k != "kernel_grad"}
+    eglpp["eglpp"] = {k: v for k, v in eglpp["eglpp"].items() if k != "engine"}
     run_info = {"model": asdict(cfg), "data": study.data.identity(), "n_pool": len(pool),
-                "training": asdict(study.training), "eglpp": asdict(study.eglpp)}  # fmt: skip
+                "training": asdict(study.training), "eglpp": eglpp}  # fmt: skip
 
     def evaluate_fn(model):
         return evaluate(model, test)
@@ -254,14 +269,14 @@ def _trials(study: PoseStudy, out: Path, progress: bool) -> Iterator[Trial]:
 
 PRESETS = {
     "tiny": PoseStudy(
-        protocol=Protocol(strategies=STRATEGIES, seeds=(0, 1), n_initial=24, budget=12,
+        protocol=Protocol(strategies=PAPER_STRATEGIES, seeds=(0, 1), n_initial=24, budget=12,
                           n_cycles=2, reference="egl++", n_candidates=24),
         model=HourglassConfig(n_stacks=1, channels=16, depth=2, input_size=32),
         data=PoseData(n_pool=96, n_test=32),
         training=PoseTraining(base=TrainConfig(epochs=2, batch_size=8), cycle_epochs=1),
     ),
     "default": PoseStudy(
-        protocol=Protocol(strategies=STRATEGIES, seeds=(0, 1, 2), n_initial=100, budget=60,
+        protocol=Protocol(strategies=PAPER_STRATEGIES, seeds=(0, 1, 2), n_initial=100, budget=60,
                           n_cycles=3, reference="egl++", n_candidates=150),
         model=HourglassConfig(n_stacks=1, channels=32, depth=2, input_size=48),
         data=PoseData(n_pool=700, n_test=300),
@@ -269,7 +284,7 @@ PRESETS = {
         eglpp=PoseEGLPPOptions(eglpp=EGLPPOptions(engine=NormEngine(cotangents=5))),
     ),
     "paper": PoseStudy(
-        protocol=Protocol(strategies=STRATEGIES, seeds=(0, 1, 2, 3, 4), n_initial=1000,
+        protocol=Protocol(strategies=PAPER_STRATEGIES, seeds=(0, 1, 2, 3, 4), n_initial=1000,
                           budget=1000, n_cycles=5, reference="egl++"),
         model=HourglassConfig(n_stacks=2, channels=256, depth=4, input_size=256),
         data=PoseData(n_pool=10000, n_test=2000),
