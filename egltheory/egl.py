@@ -24,8 +24,9 @@ Conventions
   (or, for the vector-output functions, an array of any shape, flattened to ``D`` outputs).
 * All functions are pure and follow the dtype of their inputs; enable
   ``jax.config.update("jax_enable_x64", True)`` for float64.
-* Shape checks always run; value checks (NaN, inf, negative variance) run on concrete arrays and
-  are skipped under ``jax.jit`` tracing (see :mod:`egltheory.validation`).
+* Shape checks always run; value checks (NaN, inf, negative variance, covariances and Gram
+  matrices that are not symmetric positive semi-definite) run on concrete arrays and are skipped
+  under ``jax.jit`` tracing (see :mod:`egltheory.validation`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from egltheory.validation import (
     check_same_shape,
     check_scalar_ensemble,
     check_shape,
+    check_symmetric_psd,
 )
 
 PyTree = Any
@@ -88,7 +90,7 @@ def _check_vector_ensemble(means, covariances, f_z) -> None:
         check_nonnegative("covariances", covariances)
     elif np.ndim(covariances) == 4:
         check_shape("covariances", covariances, (k, n, d, d), "[K, N, D, D]")
-        check_finite("covariances", covariances)
+        check_symmetric_psd("covariances", covariances, "[K, N, D, D]")
     else:
         raise ValueError(
             "`covariances` must be diagonal variances [K, N, D] or full covariances "
@@ -96,6 +98,12 @@ def _check_vector_ensemble(means, covariances, f_z) -> None:
         )
     check_shape("f_z", f_z, (n, d), "[N, D]")
     check_finite("f_z", f_z)
+
+
+def _check_gram(gram, f_z_shape) -> None:
+    n, d = f_z_shape
+    check_shape("gram", gram, (n, d, d), "[N, D, D]")
+    check_symmetric_psd("gram", gram, "[N, D, D]")
 
 
 def _tree_sq_norm(tree: PyTree) -> Array:
@@ -346,16 +354,20 @@ def egl_vector_closed_form(
         EGL(x) = (c/K) Σ_k [tr(G Σ_k) + (μ_k − f_z)ᵀ G (μ_k − f_z)],   G = J Jᵀ.
 
     Args:
-        means: ``[K, N, D]`` member means. covariances: ``[K, N, D]`` diagonal variances or
+        means: ``[K, N, D]`` member means. covariances: ``[K, N, D]`` diagonal variances ≥ 0 or
             ``[K, N, D, D]`` full covariances. f_z: ``[N, D]``. gram: ``[N, D, D]`` from
             :func:`output_gram`. c: positive loss constant (c = 4 for l = ‖y − f‖²).
+
+    Raises:
+        ValueError: when a concrete full covariance or ``gram`` is not symmetric positive
+            semi-definite (a negative eigenvalue would make the "EGL" negative). Round-off is
+            allowed: |A − Aᵀ| and −λ_min up to 256 · D · eps · ‖A‖_F per matrix, eps of the
+            array's dtype (:func:`egltheory.validation.check_symmetric_psd` explains the bound).
     """
     means, covariances = jnp.asarray(means), jnp.asarray(covariances)
     f_z, gram = jnp.asarray(f_z), jnp.asarray(gram)
     _check_vector_ensemble(means, covariances, f_z)
-    n, d = f_z.shape
-    check_shape("gram", gram, (n, d, d), "[N, D, D]")
-    check_finite("gram", gram)
+    _check_gram(gram, f_z.shape)
     check_positive_scalar("c", c)
     residual = means - f_z  # [K, N, D]
     quadratic = jnp.einsum("kni,nij,knj->kn", residual, gram, residual)
@@ -373,14 +385,15 @@ def egl_vector_scalar_factorisation(
 
     Here ‖∇f‖² = tr G = ‖J‖_F². It equals :func:`egl_vector_closed_form` only when G ∝ I (all
     outputs equally and orthogonally sensitive to θ); otherwise it is biased. Provided so the gap
-    can be measured, not as an estimator to use.
+    can be measured, not as an estimator to use. Validates its arguments as
+    :func:`egl_vector_closed_form` does (``gram`` finite, symmetric positive semi-definite).
     """
     means, covariances = jnp.asarray(means), jnp.asarray(covariances)
     f_z, gram = jnp.asarray(f_z), jnp.asarray(gram)
     _check_vector_ensemble(means, covariances, f_z)
-    n, d = f_z.shape
-    check_shape("gram", gram, (n, d, d), "[N, D, D]")
+    _check_gram(gram, f_z.shape)
     check_positive_scalar("c", c)
+    d = f_z.shape[1]
     if covariances.ndim == 3:
         total_variance = jnp.sum(covariances, axis=-1)
     else:
