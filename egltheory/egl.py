@@ -111,6 +111,55 @@ def _tree_sq_norm(tree: PyTree) -> Array:
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
 
 
+# --------------------------------------------------------------------------------------------
+# Overflow-free products: every score is a product of squares and norms, so it is evaluated on
+# power-of-two-scaled mantissas and rescaled once at the end. Scaling by 2^e is exact in binary
+# floating point, so wherever nothing over- or underflows the operations round exactly as the
+# naive formula's; elsewhere the result is finite whenever the answer is (an intermediate such
+# as ‖φ‖² or (μ − f)² may leave the float range although the score does not).
+# --------------------------------------------------------------------------------------------
+
+
+def _max_exponent(x: Array, axis: int) -> Array:
+    """Integer e with max |x| < 2^e along ``axis`` (frexp's exponent; 0 where all entries are 0)."""
+    return jnp.frexp(jnp.max(jnp.abs(x), axis=axis))[1]
+
+
+def _scaled_residuals(means: Float[Array, "K N"], f_z: Float[Array, " N"]):
+    """μ_k − f_z = r · 2^e per input without overflow: ``(r [K, N], e [N])``, max_k |r| ∈ [½, 1).
+
+    The subtraction is done on 2^{-e₀}-scaled operands (|·| ≤ 1), so it rounds exactly as the
+    unscaled one would and cannot overflow; r is then renormalised by its own largest entry so
+    that e reflects |μ_k − f_z|, not |f_z| (where all residuals are 0, r = 0).
+    """
+    e0 = jnp.maximum(_max_exponent(means, 0), jnp.frexp(jnp.abs(f_z))[1])
+    diff = jnp.ldexp(means, -e0) - jnp.ldexp(f_z, -e0)
+    e1 = _max_exponent(diff, 0)
+    return jnp.ldexp(diff, -e1), e0 + e1
+
+
+def _scaled_norm_sq(features: Float[Array, "N P"]):
+    """‖φ_n‖² = m · 4^e without overflow or underflow: ``(m [N] ∈ [¼, P), e [N])``."""
+    e = _max_exponent(features, -1)
+    scaled = jnp.ldexp(features, -e[:, None])
+    return jnp.sum(jnp.square(scaled), axis=-1), e
+
+
+def _scaled_bracket(means, variances, f_z):
+    """Bracket of Eq. 10, (1/K) Σ_k [σ_k² + (μ_k − f_z)²] = b · 2^e: ``(b [N] ≤ 5, e [N])``.
+
+    Both terms are brought to the larger of their two exponents; a term that is identically 0 does
+    not choose the exponent (else a huge |f_z| with μ_k = f_z would flush the σ² term to 0).
+    """
+    r, e_r = _scaled_residuals(means, f_z)
+    e_v = _max_exponent(variances, 0)
+    has_r = jnp.any(r != 0, axis=0)
+    has_v = jnp.any(variances != 0, axis=0)
+    e = jnp.where(has_r & has_v, jnp.maximum(2 * e_r, e_v), jnp.where(has_r, 2 * e_r, e_v))
+    terms = jnp.ldexp(variances, -e) + jnp.ldexp(jnp.square(r), 2 * e_r - e)
+    return jnp.mean(terms, axis=0), e
+
+
 def _map_inputs(fn: Callable, x: Array, batch_size: int | None) -> Array:
     """``vmap`` over the leading axis of ``x``; in chunks of ``batch_size`` to bound memory."""
     if batch_size is None or batch_size >= x.shape[0]:
@@ -208,7 +257,10 @@ def egl_closed_form(
         c: positive loss constant.
 
     Returns:
-        ``[N]`` expected squared gradient length.
+        ``[N]`` expected squared gradient length, finite whenever the exact value is: it is
+        evaluated on power-of-two-scaled terms (rounding as the naive product does where that
+        does not over/underflow; still finite e.g. for float32 residuals of 1e20 with
+        ‖∇f‖² = 1e-30).
     """
     means, variances, f_z = jnp.asarray(means), jnp.asarray(variances), jnp.asarray(f_z)
     grad_sq_norm = jnp.asarray(grad_sq_norm)
@@ -216,8 +268,9 @@ def egl_closed_form(
     check_shape("grad_sq_norm", grad_sq_norm, (means.shape[1],), "[N]")
     check_nonnegative("grad_sq_norm", grad_sq_norm)
     check_positive_scalar("c", c)
-    bracket = jnp.mean(variances + jnp.square(means - f_z), axis=0)
-    return c * grad_sq_norm * bracket
+    bracket, e_bracket = _scaled_bracket(means, variances, f_z)
+    grad_mantissa, e_grad = jnp.frexp(grad_sq_norm)
+    return jnp.ldexp(c * grad_mantissa * bracket, e_bracket + e_grad)
 
 
 def emcm(
@@ -241,17 +294,24 @@ def emcm(
     Returns:
         ``[N]`` EMCM scores. The two forms rank identically when K = 1 (monotone map), but not in
         general for K > 1 (the power-mean inequality is strict unless all |f_k − f_z| are equal).
+        Finite whenever the exact score is: |f_z − μ_k| and ‖φ‖ are taken on power-of-two-scaled
+        values (‖φ‖² or (f_z − μ_k)² may overflow while the score does not); where nothing
+        over/underflows it rounds as the naive formula does.
     """
     means, f_z, features = jnp.asarray(means), jnp.asarray(f_z), jnp.asarray(features)
     check_scalar_ensemble(means, f_z=f_z)
     check_ndim("features", features, 2, "[N, P]")
     check_shape("features", features, (means.shape[1], features.shape[1]), "[N, P]")
+    if features.shape[1] == 0:
+        raise ValueError("`features` must have at least one column (P ≥ 1), got shape [N, 0].")
     check_finite("features", features)
-    deviation = jnp.abs(f_z - means)  # [K, N]; ‖a φ‖ = |a| ‖φ‖ for a scalar a
-    feature_norm_sq = jnp.sum(jnp.square(features), axis=-1)  # [N]
+    residual, e_residual = _scaled_residuals(means, f_z)  # ‖a φ‖ = |a| ‖φ‖ for a scalar a
+    norm_sq, e_norm = _scaled_norm_sq(features)  # sqrt(m · 4^e) = sqrt(m) · 2^e exactly
     if squared:
-        return jnp.mean(jnp.square(deviation), axis=0) * feature_norm_sq
-    return jnp.mean(deviation, axis=0) * jnp.sqrt(feature_norm_sq)
+        score = jnp.mean(jnp.square(residual), axis=0) * norm_sq
+        return jnp.ldexp(score, 2 * (e_residual + e_norm))
+    score = jnp.mean(jnp.abs(residual), axis=0) * jnp.sqrt(norm_sq)
+    return jnp.ldexp(score, e_residual + e_norm)
 
 
 # --------------------------------------------------------------------------------------------
