@@ -42,6 +42,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from egltheory.validation import (
+    check_count,
     check_finite,
     check_members,
     check_ndim,
@@ -358,6 +359,7 @@ def grad_sq_norm(
     """
     x = jnp.asarray(x)
     _check_scalar_model(apply_fn, params, x)
+    check_count("batch_size", batch_size, allow_none=True)
     return _grad_sq_norm(apply_fn, params, x, batch_size)
 
 
@@ -377,6 +379,7 @@ def output_gram(
     if np.ndim(x) < 1 or np.shape(x)[0] == 0:
         raise ValueError(f"`x` must be a non-empty batch [N, ...], got shape {np.shape(x)}.")
     check_finite("x", x)
+    check_count("batch_size", batch_size, allow_none=True)
     return _output_gram(apply_fn, params, x, batch_size)
 
 
@@ -475,7 +478,12 @@ class MonteCarloEstimate(NamedTuple):
 
 
 def scaled_squared_error(prediction: Array, y: Array, c: float | Array = 1.0) -> Array:
-    """l(y, f) = (√c / 2) ‖y − f‖²: ½‖y − f‖² for c = 1, ‖y − f‖² for c = 4."""
+    """l(y, f) = (√c / 2) ‖y − f‖²: ½‖y − f‖² for c = 1, ‖y − f‖² for c = 4.
+
+    ``prediction`` and ``y`` must have the same shape (checked statically, also under ``jit``):
+    broadcasting [D] against [D, 1] would silently sum D² squared differences.
+    """
+    check_same_shape("y", y, "prediction", prediction)
     return 0.5 * jnp.sqrt(c) * jnp.sum(jnp.square(y - prediction))
 
 
@@ -535,6 +543,7 @@ def _monte_carlo(
         raise ValueError(f"`n_samples` must be an integer ≥ 2 per member, got {n_samples!r}.")
     if loss_fn is None:
         check_positive_scalar("c", c)
+    check_count("samples_per_chunk", samples_per_chunk, allow_none=True)
     n_members, n_inputs = means.shape[:2]
     if samples_per_chunk is None:  # bound the [chunk·K·N, P] per-example gradients to ~2^24
         n_params = sum(np.size(leaf) for leaf in jax.tree.leaves(params))
@@ -701,4 +710,5 @@ def egl_classification(
     out = jax.eval_shape(apply_fn, params, x[0])
     if len(out.shape) != 1 or out.shape[0] < 2:
         raise ValueError(f"`apply_fn` must return logits [C] with C ≥ 2, got shape {out.shape}.")
+    check_count("batch_size", batch_size, allow_none=True)
     return _egl_classification(apply_fn, params, x, squared, batch_size)

@@ -321,8 +321,7 @@ def _check_common(n_ref: int, perplexity: float, convention: str, tol: float, ch
         )
     if not (np.isfinite(tol) and tol > 0):  # tol = inf would accept any β: rows uncalibrated
         raise ValueError(f"`tol` must be a finite number > 0 (nats), got {tol!r}.")
-    if int(chunk_size) < 1:
-        raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
+    check_count("chunk_size", chunk_size)
     return target
 
 
@@ -490,8 +489,8 @@ def top_k_neighbours(
     """The ``k`` most probable references per row (Eq. 12's top-K truncation).
 
     Args:
-      probs: ``[Nq, Nr]`` conditional probabilities.
-      k: neighbours kept, ``1 ≤ k ≤ Nr``.
+      probs: ``[Nq, Nr]`` conditional probabilities (finite, ≥ 0 when concrete).
+      k: neighbours kept, an integer ``1 ≤ k ≤ Nr``.
       renormalise: divide by the kept mass m so rows sum to 1 (p̃ = p / m of identity 5). The
         authors' code does not renormalise (``False``).
 
@@ -499,9 +498,10 @@ def top_k_neighbours(
       ``(probs_k [Nq, k], indices [Nq, k])``, sorted by decreasing probability.
     """
     check_ndim("probs", probs, 2, "[Nq, Nr]")
-    check_finite("probs", probs)
-    if not (1 <= int(k) <= np.shape(probs)[1]):
-        raise ValueError(f"`k` must be in [1, Nr={np.shape(probs)[1]}], got {k!r}.")
+    check_nonnegative("probs", probs, "probabilities")
+    n_ref = np.shape(probs)[1]
+    if isinstance(k, bool | np.bool_) or not isinstance(k, int | np.integer) or not 1 <= k <= n_ref:
+        raise ValueError(f"`k` must be an integer in [1, Nr={n_ref}], got {k!r}.")
     values, indices = jax.lax.top_k(jnp.asarray(probs), int(k))
     if renormalise:
         values = values / jnp.sum(values, axis=1, keepdims=True)

@@ -49,7 +49,8 @@ def check_finite(name: str, x) -> None:
     if not is_concrete(x):
         return
     values = np.asarray(x)
-    if np.issubdtype(values.dtype, np.inexact) and not np.all(np.isfinite(values)):
+    # jnp.issubdtype: NumPy does not count bfloat16 / float8 as inexact and would skip them
+    if jnp.issubdtype(values.dtype, jnp.inexact) and not np.all(np.isfinite(values)):
         n_nan = int(np.isnan(values).sum())
         n_inf = int(np.isinf(values).sum())
         raise ValueError(f"`{name}` must be finite, found {n_nan} NaN and {n_inf} inf values.")

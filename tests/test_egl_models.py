@@ -472,3 +472,45 @@ def test_vector_egl_accepts_singular_psd_matrices_at_round_off_and_skips_checks_
     bad = _with(V_COV, (1, 2), [[1.0, 0.0], [0.0, -3.0]])
     traced = jax.jit(egl.egl_vector_closed_form)(V_MEANS, bad, V_F, V_GRAM)
     assert float(traced[2]) == pytest.approx(0.5 * ((2.0 + 2.0) + (-2.0 + 2.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Same pattern elsewhere: empty feature sets, non-positive counts, silent broadcasting, bfloat16
+# ---------------------------------------------------------------------------------------------
+
+
+def test_emcm_refuses_an_empty_feature_vector():
+    # P = 0: ‖φ‖ = 0 made every score 0, a plausible "no model change" instead of an error
+    with pytest.raises(ValueError, match=r"`features` must have at least one column \(P ≥ 1\)"):
+        egl.emcm(GOOD_MEANS, GOOD_F, np.zeros((3, 0)))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5])
+def test_chunk_sizes_must_be_positive_integers(value):
+    params = {"w": np.ones(2), "b": 0.0}
+    x = np.ones((3, 2))
+    with pytest.raises(ValueError, match=r"`batch_size` must be an integer ≥ 1 or None"):
+        egl.grad_sq_norm(linear_model, params, x, batch_size=value)
+    with pytest.raises(ValueError, match=r"`batch_size` must be an integer ≥ 1 or None"):
+        egl.output_gram(lambda p, x_i: x_i * p["b"], params, x, batch_size=value)
+    with pytest.raises(ValueError, match=r"`batch_size` must be an integer ≥ 1 or None"):
+        egl.egl_classification(lambda w, x_i: w @ x_i, np.ones((2, 2)), x, batch_size=value)
+    with pytest.raises(ValueError, match=r"`samples_per_chunk` must be an integer ≥ 1 or None"):
+        egl.egl_monte_carlo(
+            jax.random.key(0), linear_model, params, x, GOOD_MEANS, GOOD_VARIANCES, 4,
+            samples_per_chunk=value,
+        )  # fmt: skip
+
+
+def test_scaled_squared_error_refuses_shapes_that_would_broadcast():
+    # prediction [3] against y [3, 1] used to broadcast to [3, 3] and sum 9 squared differences
+    with pytest.raises(ValueError, match=r"`y` must have the same shape as `prediction` \(3,\)"):
+        egl.scaled_squared_error(jnp.ones(3), jnp.zeros((3, 1)))
+    assert float(egl.scaled_squared_error(jnp.ones(3), jnp.zeros(3), 4.0)) == 3.0
+
+
+def test_value_checks_cover_bfloat16():
+    # np.issubdtype(bfloat16, np.inexact) is False: NaN bfloat16 means used to pass unchecked
+    means = jnp.array([[jnp.nan, 1.0]], jnp.bfloat16)
+    with pytest.raises(ValueError, match=r"`means` must be finite, found 1 NaN"):
+        egl.predictive_variance(means, jnp.ones((1, 2), jnp.bfloat16))

@@ -331,3 +331,18 @@ def test_perplexity_of_refuses_nan_and_negative_and_propagates_nan_under_jit():
         perplexity_of(np.array([[-0.5, 1.5]]))
     assert np.isnan(np.asarray(jax.jit(perplexity_of)(jnp.array([[np.nan, 0.5]])))[0])
     np.testing.assert_allclose(perplexity_of(np.array([[0.5, 0.5, 0.0]])), [2.0], rtol=1e-15)
+
+
+def test_top_k_and_chunk_size_are_validated():
+    # negative "probabilities" used to be ranked and renormalised into a plausible row
+    with pytest.raises(ValueError, match=r"`probs` must be non-negative \(probabilities\)"):
+        top_k_neighbours(jnp.array([[-0.5, 1.5]]), 1, renormalise=True)
+    for k in (1.7, True, 0, 3):  # 1.7 was truncated to 1, True taken as 1
+        with pytest.raises(ValueError, match=r"`k` must be an integer in \[1, Nr=2\], got"):
+            top_k_neighbours(jnp.array([[0.5, 0.5]]), k)
+    values, _ = top_k_neighbours(jnp.array([[0.25, 0.75]]), np.int64(1))
+    np.testing.assert_array_equal(values, [[0.75]])
+    q, r = _data(15, 3, 20, 2)
+    for chunk_size in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=r"`chunk_size` must be an integer ≥ 1, got"):
+            conditional_probabilities(q, r, 3.0, chunk_size=chunk_size)
