@@ -189,10 +189,21 @@ class BiasVariance(NamedTuple):
         return self.aleatoric + self.epistemic + self.squared_bias
 
 
+def _member_mean(x: Float[Array, "K N"]) -> Float[Array, " N"]:
+    """(1/K) Σ_k x_k on 2^{-e}-scaled values: no overflow of the sum when the mean is finite."""
+    e = _max_exponent(x, 0)
+    return jnp.ldexp(jnp.mean(jnp.ldexp(x, -e), axis=0), e)
+
+
 def _member_spread(means: Float[Array, "K N"]) -> Float[Array, " N"]:
-    """(1/K) Σ_k (μ_k − μ̄)², computed centred (no cancellation of Eq. 11's raw moments)."""
-    centred = means - jnp.mean(means, axis=0)
-    return jnp.mean(jnp.square(centred), axis=0)
+    """(1/K) Σ_k (μ_k − μ̄)², computed centred (no cancellation of Eq. 11's raw moments).
+
+    Mean and mean square are taken on power-of-two-scaled values, so neither Σ_k μ_k nor
+    (μ_k − μ̄)² overflows where the spread itself is finite.
+    """
+    centred = means - _member_mean(means)
+    e = _max_exponent(centred, 0)
+    return jnp.ldexp(jnp.mean(jnp.square(jnp.ldexp(centred, -e)), axis=0), 2 * e)
 
 
 def predictive_variance(
@@ -202,7 +213,8 @@ def predictive_variance(
 
     Var(y) = (1/K) Σ_k μ_k² − ((1/K) Σ_k μ_k)² + (1/K) Σ_k σ_k². The first two terms are evaluated
     in the algebraically equal centred form (1/K) Σ_k (μ_k − μ̄)², which avoids catastrophic
-    cancellation when |μ̄| ≫ spread.
+    cancellation when |μ̄| ≫ spread; member sums are taken on power-of-two-scaled values, so the
+    result is finite wherever the variance is.
 
     Args:
         means: ``[K, N]`` member predictive means μ_k(x).
@@ -213,7 +225,7 @@ def predictive_variance(
     """
     means, variances = jnp.asarray(means), jnp.asarray(variances)
     check_scalar_ensemble(means, variances)
-    return _member_spread(means) + jnp.mean(variances, axis=0)
+    return _member_spread(means) + _member_mean(variances)
 
 
 def bias_variance(
@@ -230,9 +242,9 @@ def bias_variance(
     means, variances, f_z = jnp.asarray(means), jnp.asarray(variances), jnp.asarray(f_z)
     check_scalar_ensemble(means, variances, f_z)
     return BiasVariance(
-        aleatoric=jnp.mean(variances, axis=0),
+        aleatoric=_member_mean(variances),
         epistemic=_member_spread(means),
-        squared_bias=jnp.square(jnp.mean(means, axis=0) - f_z),
+        squared_bias=jnp.square(_member_mean(means) - f_z),
     )
 
 

@@ -408,3 +408,20 @@ def test_scores_scale_exactly_with_powers_of_two(means, variances, f_z, features
         )
     )
     np.testing.assert_array_equal(scaled, np.ldexp(base, 2 * (a2 + b2)))
+
+
+def test_variance_terms_are_finite_where_the_answer_is_finite():
+    # float32 near its largest value: Σ_k μ_k and Σ_k σ_k² overflow although the means, the
+    # spread, the variances and the answers are representable. Reference: NumPy float64.
+    big = np.float32(3.0e38)
+    means = np.array([[big, 1.0], [big, 2.0]], np.float32)
+    variances = np.array([[1.0, 1.0], [3.0, 1.0]], np.float32)
+    got = egl.predictive_variance(means, variances)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [2.0, 1.25], rtol=1e-6)  # before: [inf, 1.25]
+    large_variances = np.array([[3.0e38], [3.2e38]], np.float32)
+    terms = egl.bias_variance(np.full((2, 1), big), large_variances, np.array([big]))
+    expected = large_variances.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(terms.aleatoric, expected, rtol=1e-6)  # ~8 ulp of float32
+    np.testing.assert_array_equal(terms.epistemic, [0.0])  # identical members
+    np.testing.assert_array_equal(terms.squared_bias, [0.0])  # μ̄ = f_z exactly
