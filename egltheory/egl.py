@@ -147,7 +147,7 @@ def _scaled_norm_sq(features: Float[Array, "N P"]):
 
 
 def _scaled_bracket(means, variances, f_z):
-    """Bracket of Eq. 10, (1/K) Σ_k [σ_k² + (μ_k − f_z)²] = b · 2^e: ``(b [N] ≤ 5, e [N])``.
+    """Bracket of Eq. 10, (1/K) Σ_k [σ_k² + (μ_k − f_z)²] = b · 2^e: ``(b [N] < 2, e [N])``.
 
     Both terms are brought to the larger of their two exponents; a term that is identically 0 does
     not choose the exponent (else a huge |f_z| with μ_k = f_z would flush the σ² term to 0).

@@ -340,11 +340,15 @@ def _report_rows(status, entropy, perplexity, convention, max_iter, solver, dtyp
     status, entropy = np.asarray(status), np.asarray(entropy)
     n_bad = int(np.sum((status == OUT_OF_RANGE) | ~np.isfinite(entropy)))
     if n_bad:
-        raise ValueError(
-            f"{n_bad} of {status.size} rows cannot be calibrated in {np.dtype(dtype).name}: "
-            f"solver={solver!r} follows scikit-learn's path in absolute units of β (β₀ = 1), "
-            "and these squared distances overflow or underflow the dtype. Use solver='newton' "
+        why = (
+            "solver='sklearn' follows scikit-learn's path in absolute units of β (β₀ = 1), and "
+            "these squared distances overflow or underflow the dtype. Use solver='newton' "
             "(scale-invariant) or float64."
+            if solver == "sklearn"
+            else "the scale-invariant solver should not produce this: please report the input."
+        )
+        raise ValueError(
+            f"{n_bad} of {status.size} rows cannot be calibrated in {np.dtype(dtype).name}: " + why
         )
     off = status != REACHED
     if not np.any(off):
