@@ -24,8 +24,9 @@ Conventions
   (or, for the vector-output functions, an array of any shape, flattened to ``D`` outputs).
 * All functions are pure and follow the dtype of their inputs; enable
   ``jax.config.update("jax_enable_x64", True)`` for float64.
-* Shape checks always run; value checks (NaN, inf, negative variance) run on concrete arrays and
-  are skipped under ``jax.jit`` tracing (see :mod:`egltheory.validation`).
+* Shape checks always run; value checks (NaN, inf, negative variance, covariances and Gram
+  matrices that are not symmetric positive semi-definite) run on concrete arrays and are skipped
+  under ``jax.jit`` tracing (see :mod:`egltheory.validation`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from egltheory.validation import (
+    check_count,
     check_finite,
     check_members,
     check_ndim,
@@ -49,6 +51,7 @@ from egltheory.validation import (
     check_same_shape,
     check_scalar_ensemble,
     check_shape,
+    check_symmetric_psd,
 )
 
 PyTree = Any
@@ -89,7 +92,7 @@ def _check_vector_ensemble(means, covariances, f_z) -> None:
         check_nonnegative("covariances", covariances)
     elif np.ndim(covariances) == 4:
         check_shape("covariances", covariances, (k, n, d, d), "[K, N, D, D]")
-        check_finite("covariances", covariances)
+        check_symmetric_psd("covariances", covariances, "[K, N, D, D]")
     else:
         raise ValueError(
             "`covariances` must be diagonal variances [K, N, D] or full covariances "
@@ -99,9 +102,64 @@ def _check_vector_ensemble(means, covariances, f_z) -> None:
     check_finite("f_z", f_z)
 
 
+def _check_gram(gram, f_z_shape) -> None:
+    n, d = f_z_shape
+    check_shape("gram", gram, (n, d, d), "[N, D, D]")
+    check_symmetric_psd("gram", gram, "[N, D, D]")
+
+
 def tree_sq_norm(tree: PyTree) -> Array:
     """Σ over all leaves of the squared entries: ‖θ‖² of a parameter pytree."""
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
+
+
+# --------------------------------------------------------------------------------------------
+# Overflow-free products: every score is a product of squares and norms, so it is evaluated on
+# power-of-two-scaled mantissas and rescaled once at the end. Scaling by 2^e is exact in binary
+# floating point, so wherever nothing over- or underflows the operations round exactly as the
+# naive formula's; elsewhere the result is finite whenever the answer is (an intermediate such
+# as ‖φ‖² or (μ − f)² may leave the float range although the score does not).
+# --------------------------------------------------------------------------------------------
+
+
+def _max_exponent(x: Array, axis: int) -> Array:
+    """Integer e with max |x| < 2^e along ``axis`` (frexp's exponent; 0 where all entries are 0)."""
+    return jnp.frexp(jnp.max(jnp.abs(x), axis=axis))[1]
+
+
+def _scaled_residuals(means: Float[Array, "K N"], f_z: Float[Array, " N"]):
+    """μ_k − f_z = r · 2^e per input without overflow: ``(r [K, N], e [N])``, max_k |r| ∈ [½, 1).
+
+    The subtraction is done on 2^{-e₀}-scaled operands (|·| ≤ 1), so it rounds exactly as the
+    unscaled one would and cannot overflow; r is then renormalised by its own largest entry so
+    that e reflects |μ_k − f_z|, not |f_z| (where all residuals are 0, r = 0).
+    """
+    e0 = jnp.maximum(_max_exponent(means, 0), jnp.frexp(jnp.abs(f_z))[1])
+    diff = jnp.ldexp(means, -e0) - jnp.ldexp(f_z, -e0)
+    e1 = _max_exponent(diff, 0)
+    return jnp.ldexp(diff, -e1), e0 + e1
+
+
+def _scaled_norm_sq(features: Float[Array, "N P"]):
+    """‖φ_n‖² = m · 4^e without overflow or underflow: ``(m [N] ∈ [¼, P), e [N])``."""
+    e = _max_exponent(features, -1)
+    scaled = jnp.ldexp(features, -e[:, None])
+    return jnp.sum(jnp.square(scaled), axis=-1), e
+
+
+def _scaled_bracket(means, variances, f_z):
+    """Bracket of Eq. 10, (1/K) Σ_k [σ_k² + (μ_k − f_z)²] = b · 2^e: ``(b [N] < 2, e [N])``.
+
+    Both terms are brought to the larger of their two exponents; a term that is identically 0 does
+    not choose the exponent (else a huge |f_z| with μ_k = f_z would flush the σ² term to 0).
+    """
+    r, e_r = _scaled_residuals(means, f_z)
+    e_v = _max_exponent(variances, 0)
+    has_r = jnp.any(r != 0, axis=0)
+    has_v = jnp.any(variances != 0, axis=0)
+    e = jnp.where(has_r & has_v, jnp.maximum(2 * e_r, e_v), jnp.where(has_r, 2 * e_r, e_v))
+    terms = jnp.ldexp(variances, -e) + jnp.ldexp(jnp.square(r), 2 * e_r - e)
+    return jnp.mean(terms, axis=0), e
 
 
 def _map_inputs(fn: Callable, x: Array, batch_size: int | None) -> Array:
@@ -132,10 +190,21 @@ class BiasVariance(NamedTuple):
         return self.aleatoric + self.epistemic + self.squared_bias
 
 
+def _member_mean(x: Float[Array, "K N"]) -> Float[Array, " N"]:
+    """(1/K) Σ_k x_k on 2^{-e}-scaled values: no overflow of the sum when the mean is finite."""
+    e = _max_exponent(x, 0)
+    return jnp.ldexp(jnp.mean(jnp.ldexp(x, -e), axis=0), e)
+
+
 def _member_spread(means: Float[Array, "K N"]) -> Float[Array, " N"]:
-    """(1/K) Σ_k (μ_k − μ̄)², computed centred (no cancellation of Eq. 11's raw moments)."""
-    centred = means - jnp.mean(means, axis=0)
-    return jnp.mean(jnp.square(centred), axis=0)
+    """(1/K) Σ_k (μ_k − μ̄)², computed centred (no cancellation of Eq. 11's raw moments).
+
+    Mean and mean square are taken on power-of-two-scaled values, so neither Σ_k μ_k nor
+    (μ_k − μ̄)² overflows where the spread itself is finite.
+    """
+    centred = means - _member_mean(means)
+    e = _max_exponent(centred, 0)
+    return jnp.ldexp(jnp.mean(jnp.square(jnp.ldexp(centred, -e)), axis=0), 2 * e)
 
 
 def predictive_variance(
@@ -145,7 +214,8 @@ def predictive_variance(
 
     Var(y) = (1/K) Σ_k μ_k² − ((1/K) Σ_k μ_k)² + (1/K) Σ_k σ_k². The first two terms are evaluated
     in the algebraically equal centred form (1/K) Σ_k (μ_k − μ̄)², which avoids catastrophic
-    cancellation when |μ̄| ≫ spread.
+    cancellation when |μ̄| ≫ spread; member sums are taken on power-of-two-scaled values, so the
+    result is finite wherever the variance is.
 
     Args:
         means: ``[K, N]`` member predictive means μ_k(x).
@@ -156,7 +226,7 @@ def predictive_variance(
     """
     means, variances = jnp.asarray(means), jnp.asarray(variances)
     check_scalar_ensemble(means, variances)
-    return _member_spread(means) + jnp.mean(variances, axis=0)
+    return _member_spread(means) + _member_mean(variances)
 
 
 def bias_variance(
@@ -173,9 +243,9 @@ def bias_variance(
     means, variances, f_z = jnp.asarray(means), jnp.asarray(variances), jnp.asarray(f_z)
     check_scalar_ensemble(means, variances, f_z)
     return BiasVariance(
-        aleatoric=jnp.mean(variances, axis=0),
+        aleatoric=_member_mean(variances),
         epistemic=_member_spread(means),
-        squared_bias=jnp.square(jnp.mean(means, axis=0) - f_z),
+        squared_bias=jnp.square(_member_mean(means) - f_z),
     )
 
 
@@ -201,7 +271,10 @@ def egl_closed_form(
         c: positive loss constant.
 
     Returns:
-        ``[N]`` expected squared gradient length.
+        ``[N]`` expected squared gradient length, finite whenever the exact value is: it is
+        evaluated on power-of-two-scaled terms (rounding as the naive product does where that
+        does not over/underflow; still finite e.g. for float32 residuals of 1e20 with
+        ‖∇f‖² = 1e-30).
     """
     means, variances, f_z = jnp.asarray(means), jnp.asarray(variances), jnp.asarray(f_z)
     grad_sq_norm = jnp.asarray(grad_sq_norm)
@@ -209,8 +282,9 @@ def egl_closed_form(
     check_shape("grad_sq_norm", grad_sq_norm, (means.shape[1],), "[N]")
     check_nonnegative("grad_sq_norm", grad_sq_norm)
     check_positive_scalar("c", c)
-    bracket = jnp.mean(variances + jnp.square(means - f_z), axis=0)
-    return c * grad_sq_norm * bracket
+    bracket, e_bracket = _scaled_bracket(means, variances, f_z)
+    grad_mantissa, e_grad = jnp.frexp(grad_sq_norm)
+    return jnp.ldexp(c * grad_mantissa * bracket, e_bracket + e_grad)
 
 
 def emcm(
@@ -234,17 +308,24 @@ def emcm(
     Returns:
         ``[N]`` EMCM scores. The two forms rank identically when K = 1 (monotone map), but not in
         general for K > 1 (the power-mean inequality is strict unless all |f_k − f_z| are equal).
+        Finite whenever the exact score is: |f_z − μ_k| and ‖φ‖ are taken on power-of-two-scaled
+        values (‖φ‖² or (f_z − μ_k)² may overflow while the score does not); where nothing
+        over/underflows it rounds as the naive formula does.
     """
     means, f_z, features = jnp.asarray(means), jnp.asarray(f_z), jnp.asarray(features)
     check_scalar_ensemble(means, f_z=f_z)
     check_ndim("features", features, 2, "[N, P]")
     check_shape("features", features, (means.shape[1], features.shape[1]), "[N, P]")
+    if features.shape[1] == 0:
+        raise ValueError("`features` must have at least one column (P ≥ 1), got shape [N, 0].")
     check_finite("features", features)
-    deviation = jnp.abs(f_z - means)  # [K, N]; ‖a φ‖ = |a| ‖φ‖ for a scalar a
-    feature_norm_sq = jnp.sum(jnp.square(features), axis=-1)  # [N]
+    residual, e_residual = _scaled_residuals(means, f_z)  # ‖a φ‖ = |a| ‖φ‖ for a scalar a
+    norm_sq, e_norm = _scaled_norm_sq(features)  # sqrt(m · 4^e) = sqrt(m) · 2^e exactly
     if squared:
-        return jnp.mean(jnp.square(deviation), axis=0) * feature_norm_sq
-    return jnp.mean(deviation, axis=0) * jnp.sqrt(feature_norm_sq)
+        score = jnp.mean(jnp.square(residual), axis=0) * norm_sq
+        return jnp.ldexp(score, 2 * (e_residual + e_norm))
+    score = jnp.mean(jnp.abs(residual), axis=0) * jnp.sqrt(norm_sq)
+    return jnp.ldexp(score, e_residual + e_norm)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +372,7 @@ def grad_sq_norm(
     """
     x = jnp.asarray(x)
     _check_scalar_model(apply_fn, params, x)
+    check_count("batch_size", batch_size, allow_none=True)
     return _grad_sq_norm(apply_fn, params, x, batch_size)
 
 
@@ -310,6 +392,7 @@ def output_gram(
     if np.ndim(x) < 1 or np.shape(x)[0] == 0:
         raise ValueError(f"`x` must be a non-empty batch [N, ...], got shape {np.shape(x)}.")
     check_finite("x", x)
+    check_count("batch_size", batch_size, allow_none=True)
     return _output_gram(apply_fn, params, x, batch_size)
 
 
@@ -347,16 +430,20 @@ def egl_vector_closed_form(
         EGL(x) = (c/K) Σ_k [tr(G Σ_k) + (μ_k − f_z)ᵀ G (μ_k − f_z)],   G = J Jᵀ.
 
     Args:
-        means: ``[K, N, D]`` member means. covariances: ``[K, N, D]`` diagonal variances or
+        means: ``[K, N, D]`` member means. covariances: ``[K, N, D]`` diagonal variances ≥ 0 or
             ``[K, N, D, D]`` full covariances. f_z: ``[N, D]``. gram: ``[N, D, D]`` from
             :func:`output_gram`. c: positive loss constant (c = 4 for l = ‖y − f‖²).
+
+    Raises:
+        ValueError: when a concrete full covariance or ``gram`` is not symmetric positive
+            semi-definite (a negative eigenvalue would make the "EGL" negative). Round-off is
+            allowed: |A − Aᵀ| and −λ_min up to 256 · D · eps · ‖A‖_F per matrix, eps of the
+            array's dtype (:func:`egltheory.validation.check_symmetric_psd` explains the bound).
     """
     means, covariances = jnp.asarray(means), jnp.asarray(covariances)
     f_z, gram = jnp.asarray(f_z), jnp.asarray(gram)
     _check_vector_ensemble(means, covariances, f_z)
-    n, d = f_z.shape
-    check_shape("gram", gram, (n, d, d), "[N, D, D]")
-    check_finite("gram", gram)
+    _check_gram(gram, f_z.shape)
     check_positive_scalar("c", c)
     residual = means - f_z  # [K, N, D]
     quadratic = jnp.einsum("kni,nij,knj->kn", residual, gram, residual)
@@ -374,14 +461,15 @@ def egl_vector_scalar_factorisation(
 
     Here ‖∇f‖² = tr G = ‖J‖_F². It equals :func:`egl_vector_closed_form` only when G ∝ I (all
     outputs equally and orthogonally sensitive to θ); otherwise it is biased. Provided so the gap
-    can be measured, not as an estimator to use.
+    can be measured, not as an estimator to use. Validates its arguments as
+    :func:`egl_vector_closed_form` does (``gram`` finite, symmetric positive semi-definite).
     """
     means, covariances = jnp.asarray(means), jnp.asarray(covariances)
     f_z, gram = jnp.asarray(f_z), jnp.asarray(gram)
     _check_vector_ensemble(means, covariances, f_z)
-    n, d = f_z.shape
-    check_shape("gram", gram, (n, d, d), "[N, D, D]")
+    _check_gram(gram, f_z.shape)
     check_positive_scalar("c", c)
+    d = f_z.shape[1]
     if covariances.ndim == 3:
         total_variance = jnp.sum(covariances, axis=-1)
     else:
@@ -403,7 +491,12 @@ class MonteCarloEstimate(NamedTuple):
 
 
 def scaled_squared_error(prediction: Array, y: Array, c: float | Array = 1.0) -> Array:
-    """l(y, f) = (√c / 2) ‖y − f‖²: ½‖y − f‖² for c = 1, ‖y − f‖² for c = 4."""
+    """l(y, f) = (√c / 2) ‖y − f‖²: ½‖y − f‖² for c = 1, ‖y − f‖² for c = 4.
+
+    ``prediction`` and ``y`` must have the same shape (checked statically, also under ``jit``):
+    broadcasting [D] against [D, 1] would silently sum D² squared differences.
+    """
+    check_same_shape("y", y, "prediction", prediction)
     return 0.5 * jnp.sqrt(c) * jnp.sum(jnp.square(y - prediction))
 
 
@@ -463,6 +556,7 @@ def _monte_carlo(
         raise ValueError(f"`n_samples` must be an integer ≥ 2 per member, got {n_samples!r}.")
     if loss_fn is None:
         check_positive_scalar("c", c)
+    check_count("samples_per_chunk", samples_per_chunk, allow_none=True)
     n_members, n_inputs = means.shape[:2]
     if samples_per_chunk is None:  # bound the [chunk·K·N, P] per-example gradients to ~2^24
         n_params = sum(np.size(leaf) for leaf in jax.tree.leaves(params))
@@ -629,4 +723,5 @@ def egl_classification(
     out = jax.eval_shape(apply_fn, params, x[0])
     if len(out.shape) != 1 or out.shape[0] < 2:
         raise ValueError(f"`apply_fn` must return logits [C] with C ≥ 2, got shape {out.shape}.")
+    check_count("batch_size", batch_size, allow_none=True)
     return _egl_classification(apply_fn, params, x, squared, batch_size)

@@ -9,7 +9,7 @@ far below any modelling error (the mutant below is off by O(1)).
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -250,3 +250,178 @@ def test_scores_are_non_negative(ensemble):
     terms = egl.bias_variance(means, variances, f_z)
     for term in terms:
         assert np.all(np.asarray(term) >= 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# No overflow where the answer is finite (scaled computation), against exact references
+# ---------------------------------------------------------------------------------------------
+
+
+def _decimal(x):
+    """Exact Decimal of a float (binary floats are finite decimals); 60 digits, no overflow."""
+    from decimal import Decimal
+
+    return Decimal(float(x))
+
+
+def emcm_decimal(means, f_z, features, squared):
+    """Eq. 2 (or its squared form) in 60-digit decimal arithmetic: an exact-input reference."""
+    from decimal import localcontext
+
+    out = []
+    with localcontext() as ctx:
+        ctx.prec = 60
+        for n in range(means.shape[1]):
+            dev = [abs(_decimal(f_z[n]) - _decimal(means[k, n])) for k in range(means.shape[0])]
+            norm_sq = sum(_decimal(v) ** 2 for v in features[n])
+            if squared:
+                out.append(float(sum(d * d for d in dev) / len(dev) * norm_sq))
+            else:
+                out.append(float(sum(dev) / len(dev) * norm_sq.sqrt()))
+    return np.array(out)
+
+
+def closed_form_decimal(means, variances, f_z, grad_sq, c):
+    from decimal import localcontext
+
+    out = []
+    with localcontext() as ctx:
+        ctx.prec = 60
+        for n in range(means.shape[1]):
+            terms = [
+                _decimal(variances[k, n]) + (_decimal(means[k, n]) - _decimal(f_z[n])) ** 2
+                for k in range(means.shape[0])
+            ]
+            out.append(float(_decimal(c) * _decimal(grad_sq[n]) * sum(terms) / len(terms)))
+    return np.array(out)
+
+
+# Each case: a finite answer whose naive float64 evaluation overflows (or underflows) on the way;
+# the flag says whether the squared form is finite too (both are run where it is).
+EMCM_EXTREMES = {
+    "‖φ‖² overflows": (np.array([[1.0], [-2.0]]), np.zeros(1), np.array([[1e160, 3e160]]), False),
+    "deviation² overflows, ‖φ‖² underflows": (
+        np.array([[1e200], [2e200]]), np.zeros(1), np.array([[1e-200, 1e-200]]), True,
+    ),
+    "f_z − μ_k overflows": (
+        np.array([[-1e308], [-1.5e308]]), np.array([1e308]), np.array([[1e-10]]), False,
+    ),
+    "Σ_k |f_z − μ_k| overflows": (
+        np.array([[1.5e308], [-1.6e308]]), np.zeros(1), np.array([[0.5, 0.0]]), False,
+    ),
+    "deviation² and Σ_k overflow": (
+        np.array([[1.2e154], [-1.3e154]]), np.zeros(1), np.array([[1.0, 1e-5]]), True,
+    ),
+}  # fmt: skip
+EMCM_CASES = [(c, False) for c in EMCM_EXTREMES] + [
+    (c, True) for c, v in EMCM_EXTREMES.items() if v[3]
+]
+
+
+@pytest.mark.parametrize(("case", "squared"), EMCM_CASES)
+def test_emcm_is_finite_where_the_answer_is_finite(case, squared):
+    means, f_z, features, _ = EMCM_EXTREMES[case]
+    expected = emcm_decimal(means, f_z, features, squared)
+    assert np.all(np.isfinite(expected))  # the case is what it says: the answer is finite
+    got = np.asarray(egl.emcm(means, f_z, features, squared=squared))
+    # a few roundings of O(1) scaled terms: 1e-14 relative is ~50 ulp
+    np.testing.assert_allclose(got, expected, rtol=1e-14)
+
+
+def test_emcm_and_closed_form_float32_beyond_float32_range_match_numpy_float64():
+    rng = np.random.default_rng(3)
+    means = (rng.normal(size=(3, 5)) * 1e20).astype(np.float32)  # (μ − f)² ~ 1e40 > 3.4e38
+    f_z = (rng.normal(size=5) * 1e20).astype(np.float32)
+    variances = (rng.uniform(size=(3, 5)) * 1e38).astype(np.float32)
+    features = (rng.normal(size=(5, 2)) * 1e-25).astype(np.float32)
+    grad_sq = np.full(5, 1e-30, np.float32)  # tiny ‖∇f‖²: EGL ~ 1e10, finite in float32
+    m64, f64, v64, x64 = (a.astype(np.float64) for a in (means, f_z, variances, features))
+    emcm_ref = np.mean(np.abs(f64 - m64), axis=0) * np.linalg.norm(x64, axis=1)
+    closed_ref = 4.0 * grad_sq.astype(np.float64) * np.mean(v64 + (m64 - f64) ** 2, axis=0)
+    emcm_32 = egl.emcm(means, f_z, features)
+    closed_32 = egl.egl_closed_form(means, variances, f_z, grad_sq, c=4.0)
+    assert emcm_32.dtype == np.float32 and closed_32.dtype == np.float32
+    # float32 inputs are exact in float64; the float32 result is a few roundings off: 1e-6 ≈ 8 ulp
+    np.testing.assert_allclose(emcm_32, emcm_ref, rtol=1e-6)
+    np.testing.assert_allclose(closed_32, closed_ref, rtol=1e-6)
+
+
+CLOSED_FORM_EXTREMES = {
+    "(μ − f)² overflows, g tiny": (
+        np.array([[1e200], [-1e200]]), np.array([[1.0], [2.0]]), np.zeros(1), np.array([1e-300]),
+    ),
+    "σ² only, |μ| = |f| huge": (  # a scale taken from |μ|, |f| instead of |μ − f| loses σ²
+        np.full((2, 1), 1e300), np.array([[1.0], [3.0]]), np.array([1e300]), np.array([1e300]),
+    ),
+    "tiny residual, tiny σ², huge g": (
+        np.array([[1e-300], [0.0]]), np.array([[0.0], [0.0]]), np.zeros(1), np.array([1e300]),
+    ),
+    "Σ_k σ_k² overflows": (
+        np.zeros((2, 1)), np.array([[1.5e308], [1.6e308]]), np.zeros(1), np.array([0.5]),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CLOSED_FORM_EXTREMES))
+def test_closed_form_is_finite_where_the_answer_is_finite(case):
+    means, variances, f_z, grad_sq = CLOSED_FORM_EXTREMES[case]
+    expected = closed_form_decimal(means, variances, f_z, grad_sq, 1.0)
+    assert np.all(np.isfinite(expected)) and np.all(expected > 0)
+    got = np.asarray(egl.egl_closed_form(means, variances, f_z, grad_sq))
+    np.testing.assert_allclose(got, expected, rtol=1e-14)
+
+
+dyadic = st.integers(-80, 80).map(lambda i: i / 8.0)  # exact in binary: no rounding to blur
+
+
+@given(
+    arrays(np.float64, (3, 4), elements=dyadic),
+    arrays(np.float64, (3, 4), elements=dyadic.map(abs)),
+    arrays(np.float64, (4,), elements=dyadic),
+    arrays(np.float64, (4, 2), elements=dyadic),
+    st.integers(-1000, 1000),
+    st.integers(-400, 400),
+)
+def test_scores_scale_exactly_with_powers_of_two(means, variances, f_z, features, a, total):
+    """EMCM(2^a μ, 2^a f, 2^b φ) = 2^(a+b) EMCM and EGL(2^a μ, 4^a σ², 2^a f, 4^b g) = 4^(a+b) EGL,
+    bit for bit: scaling by a power of two is exact in binary floating point, so an evaluation
+    free of overflow and underflow commutes with it over the whole exponent range. Inputs stay
+    representable (|a|, |b| ≤ 1000 on O(10) dyadics ≥ 1/8) and so do the answers (|a + b| ≤ 400),
+    while the naive intermediates ‖2^b φ‖², (2^a (μ − f))² leave the float64 range."""
+    b = total - a
+    assume(abs(b) <= 1000)
+    for squared, power in ((False, 1), (True, 2)):
+        base = np.asarray(egl.emcm(means, f_z, features, squared=squared))
+        scaled = np.asarray(
+            egl.emcm(np.ldexp(means, a), np.ldexp(f_z, a), np.ldexp(features, b), squared=squared)
+        )
+        np.testing.assert_array_equal(scaled, np.ldexp(base, power * total))
+    a2, b2 = a // 2, b // 2  # σ² and g scale by 4^a2, 4^b2 and must stay representable
+    grad_sq = np.sum(features**2, axis=1)
+    base = np.asarray(egl.egl_closed_form(means, variances, f_z, grad_sq))
+    scaled = np.asarray(
+        egl.egl_closed_form(
+            np.ldexp(means, a2),
+            np.ldexp(variances, 2 * a2),
+            np.ldexp(f_z, a2),
+            np.ldexp(grad_sq, 2 * b2),
+        )
+    )
+    np.testing.assert_array_equal(scaled, np.ldexp(base, 2 * (a2 + b2)))
+
+
+def test_variance_terms_are_finite_where_the_answer_is_finite():
+    # float32 near its largest value: Σ_k μ_k and Σ_k σ_k² overflow although the means, the
+    # spread, the variances and the answers are representable. Reference: NumPy float64.
+    big = np.float32(3.0e38)
+    means = np.array([[big, 1.0], [big, 2.0]], np.float32)
+    variances = np.array([[1.0, 1.0], [3.0, 1.0]], np.float32)
+    got = egl.predictive_variance(means, variances)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [2.0, 1.25], rtol=1e-6)  # before: [inf, 1.25]
+    large_variances = np.array([[3.0e38], [3.2e38]], np.float32)
+    terms = egl.bias_variance(np.full((2, 1), big), large_variances, np.array([big]))
+    expected = large_variances.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(terms.aleatoric, expected, rtol=1e-6)  # ~8 ulp of float32
+    np.testing.assert_array_equal(terms.epistemic, [0.0])  # identical members
+    np.testing.assert_array_equal(terms.squared_bias, [0.0])  # μ̄ = f_z exactly

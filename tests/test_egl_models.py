@@ -392,10 +392,125 @@ def test_other_functions_reject_bad_input():
         egl.egl_vector_closed_form(
             np.zeros((2, 3, 2)), np.ones((2, 3, 2)), np.zeros((3, 2)), np.ones((3, 3, 3))
         )
-    with pytest.raises(ValueError, match=r"symmetric positive definite"):
+    with pytest.raises(ValueError, match=r"`covariances` must be symmetric positive semi-def"):
         egl.egl_vector_monte_carlo(
             jax.random.key(0), lambda p, x_i: p * x_i, np.ones(2), np.ones((1, 2)),
             np.zeros((1, 1, 2)), -np.ones((1, 1, 2, 2)), 4,
         )  # fmt: skip
+    with pytest.raises(ValueError, match=r"symmetric positive definite \(Cholesky failed\)"):
+        egl.egl_vector_monte_carlo(  # PSD but singular: sampling needs a Cholesky factor
+            jax.random.key(0), lambda p, x_i: p * x_i, np.ones(2), np.ones((1, 2)),
+            np.zeros((1, 1, 2)), np.diag([1.0, 0.0])[None, None], 4,
+        )  # fmt: skip
     with pytest.raises(ValueError, match=r"logits \[C\] with C ≥ 2"):
         egl.egl_classification(lambda w, x_i: w @ x_i, np.ones(2), np.ones((3, 2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector outputs: covariances and G = J Jᵀ must be symmetric positive semi-definite
+# ---------------------------------------------------------------------------------------------
+
+K_V, N_V, D_V = 2, 3, 2
+V_MEANS = np.zeros((K_V, N_V, D_V)) + np.array([1.0, -1.0])  # residual (1, −1) against f_z = 0
+V_F = np.zeros((N_V, D_V))
+V_COV = np.broadcast_to(np.eye(D_V), (K_V, N_V, D_V, D_V)).copy()
+V_GRAM = np.broadcast_to(np.eye(D_V), (N_V, D_V, D_V)).copy()
+
+
+def _with(array, index, value):
+    out = array.copy()
+    out[index] = value
+    return out
+
+
+VECTOR_BAD_INPUTS = [
+    # eigenvalues (1, −3): without the check the closed form returned a negative EGL (−2 here)
+    (
+        {"covariances": _with(V_COV, (1, 2), [[1.0, 0.0], [0.0, -3.0]])},
+        r"`covariances` must be symmetric positive semi-definite: smallest eigenvalue -3 "
+        r"< −tol = .* for covariances\[1, 2\] \(1 of 6 matrices",
+    ),
+    # a Cholesky factor passed instead of L Lᵀ: asymmetric (its symmetric part is PD)
+    (
+        {"covariances": _with(V_COV, (0, 1), [[1.0, 0.0], [0.9, 1.0]])},
+        r"`covariances` must be symmetric: max \|A − Aᵀ\| = 0.9 > tol .* covariances\[0, 1\]",
+    ),
+    ({"covariances": _with(V_COV, (0, 0, 0, 1), np.nan)}, r"`covariances` must be finite"),
+    (
+        {"gram": _with(V_GRAM, 1, -np.eye(D_V))},
+        r"`gram` must be symmetric positive semi-definite: smallest eigenvalue -1 .* gram\[1\]",
+    ),
+    ({"gram": _with(V_GRAM, 2, [[1.0, 2.0], [0.0, 1.0]])}, r"`gram` must be symmetric"),
+    ({"gram": _with(V_GRAM, (0, 0, 0), np.nan)}, r"`gram` must be finite, found 1 NaN"),
+]
+
+
+@pytest.mark.parametrize(
+    "function", [egl.egl_vector_closed_form, egl.egl_vector_scalar_factorisation]
+)
+@pytest.mark.parametrize(("kwargs", "message"), VECTOR_BAD_INPUTS)
+def test_vector_egl_rejects_non_psd_covariances_and_gram(function, kwargs, message):
+    arguments = {"means": V_MEANS, "covariances": V_COV, "f_z": V_F, "gram": V_GRAM} | kwargs
+    with pytest.raises(ValueError, match=message):
+        function(**arguments)
+
+
+def test_vector_egl_accepts_singular_psd_matrices_at_round_off_and_skips_checks_under_jit():
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        # Rank-1 G = J Jᵀ (D = 4, P = 1) and rank-2 covariances L Lᵀ, formed in the dtype: their
+        # computed smallest eigenvalues are ±round-off and must be accepted.
+        jac = rng.normal(size=(N_V, 4, 1)).astype(dtype)
+        gram = jac @ np.swapaxes(jac, -1, -2)
+        factors = rng.normal(size=(K_V, N_V, 4, 2)).astype(dtype)
+        covariances = factors @ np.swapaxes(factors, -1, -2)
+        means = rng.normal(size=(K_V, N_V, 4)).astype(dtype)
+        f_z = rng.normal(size=(N_V, 4)).astype(dtype)
+        got = egl.egl_vector_closed_form(means, covariances, f_z, gram)
+        assert got.dtype == dtype and np.all(np.asarray(got) >= 0)
+    # Under jit the arguments are tracers: value checks are skipped (documented), shapes are not.
+    bad = _with(V_COV, (1, 2), [[1.0, 0.0], [0.0, -3.0]])
+    traced = jax.jit(egl.egl_vector_closed_form)(V_MEANS, bad, V_F, V_GRAM)
+    assert float(traced[2]) == pytest.approx(0.5 * ((2.0 + 2.0) + (-2.0 + 2.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Same pattern elsewhere: empty feature sets, non-positive counts, silent broadcasting, bfloat16
+# ---------------------------------------------------------------------------------------------
+
+
+def test_emcm_refuses_an_empty_feature_vector():
+    # P = 0: ‖φ‖ = 0 made every score 0, a plausible "no model change" instead of an error
+    with pytest.raises(ValueError, match=r"`features` must have at least one column \(P ≥ 1\)"):
+        egl.emcm(GOOD_MEANS, GOOD_F, np.zeros((3, 0)))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5])
+def test_chunk_sizes_must_be_positive_integers(value):
+    params = {"w": np.ones(2), "b": 0.0}
+    x = np.ones((3, 2))
+    with pytest.raises(ValueError, match=r"`batch_size` must be an integer ≥ 1 or None"):
+        egl.grad_sq_norm(linear_model, params, x, batch_size=value)
+    with pytest.raises(ValueError, match=r"`batch_size` must be an integer ≥ 1 or None"):
+        egl.output_gram(lambda p, x_i: x_i * p["b"], params, x, batch_size=value)
+    with pytest.raises(ValueError, match=r"`batch_size` must be an integer ≥ 1 or None"):
+        egl.egl_classification(lambda w, x_i: w @ x_i, np.ones((2, 2)), x, batch_size=value)
+    with pytest.raises(ValueError, match=r"`samples_per_chunk` must be an integer ≥ 1 or None"):
+        egl.egl_monte_carlo(
+            jax.random.key(0), linear_model, params, x, GOOD_MEANS, GOOD_VARIANCES, 4,
+            samples_per_chunk=value,
+        )  # fmt: skip
+
+
+def test_scaled_squared_error_refuses_shapes_that_would_broadcast():
+    # prediction [3] against y [3, 1] used to broadcast to [3, 3] and sum 9 squared differences
+    with pytest.raises(ValueError, match=r"`y` must have the same shape as `prediction` \(3,\)"):
+        egl.scaled_squared_error(jnp.ones(3), jnp.zeros((3, 1)))
+    assert float(egl.scaled_squared_error(jnp.ones(3), jnp.zeros(3), 4.0)) == 3.0
+
+
+def test_value_checks_cover_bfloat16():
+    # np.issubdtype(bfloat16, np.inexact) is False: NaN bfloat16 means used to pass unchecked
+    means = jnp.array([[jnp.nan, 1.0]], jnp.bfloat16)
+    with pytest.raises(ValueError, match=r"`means` must be finite, found 1 NaN"):
+        egl.predictive_variance(means, jnp.ones((1, 2), jnp.bfloat16))

@@ -111,3 +111,114 @@ def test_bad_inputs():
         head_normaliser(np.zeros((1, 4)), "other")
     with pytest.raises(ValueError, match="MPII"):
         pckh(z, z, vis, np.ones((2, 4)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs that used to give a plausible number are refused (or give NaN where documented)
+# ---------------------------------------------------------------------------------------------
+
+Z = np.zeros((2, 3, 2))
+VIS = np.ones((2, 3), bool)
+
+
+@pytest.mark.parametrize("threshold", [np.nan, np.inf, -0.5, 0.0, [0.5, 0.6], "0.5"])
+def test_pck_threshold_must_be_a_finite_scalar_above_zero(threshold):
+    # before: NaN compared False everywhere -> PCK 0.0 for every joint
+    with pytest.raises(ValueError, match=r"`threshold` must be a finite scalar > 0, got"):
+        pck(Z + 1.0, Z, VIS, [1, 1], threshold)
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "message"),
+    [
+        ([0.5, np.nan], r"`thresholds` must be finite and ≥ 0, got \[0.5, nan\]"),
+        ([-1.0], r"`thresholds` must be finite and ≥ 0"),
+        ([], r"`thresholds` must hold at least one threshold \[T\], got shape \(0,\)"),
+        ([[0.5, 0.6]], r"`thresholds` must be a scalar or a 1-D grid \[T\], got shape \(1, 2\)"),
+    ],
+)
+def test_pck_curve_thresholds_are_validated(thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        pck_curve(Z, Z, VIS, [1, 1], thresholds)
+
+
+def test_empty_evaluation_sets_are_refused():
+    # before: pckh on N = 0 returned (all-NaN, 0.0), pck_lsp too
+    empty = np.zeros((0, 16, 2))
+    with pytest.raises(ValueError, match=r"`gt` must hold at least one instance \(N ≥ 1\), got"):
+        pckh(empty, empty, np.zeros((0, 16), bool), np.zeros((0, 4)))
+    with pytest.raises(ValueError, match=r"`gt` must hold at least one instance"):
+        pck_lsp(np.zeros((0, 14, 2)), np.zeros((0, 14, 2)), np.zeros((0, 14), bool))
+    with pytest.raises(ValueError, match=r"`gt` must hold at least one instance"):
+        pck(np.zeros((0, 3, 2)), np.zeros((0, 3, 2)), np.zeros((0, 3), bool), [], 0.5)
+
+
+def test_mean_over_no_visible_instance_is_nan_not_zero():
+    gt = np.zeros((1, 16, 2))
+    boxes = np.array([[0.0, 0.0, 3.0, 4.0]])
+    per_joint, mean = pckh(gt, gt, np.zeros((1, 16), bool), boxes)
+    assert np.all(np.isnan(per_joint)) and np.isnan(mean)  # before: mean 0.0
+    lsp = np.zeros((1, 14, 2))
+    lsp[0, 9] = (6.0, 8.0)  # torso 10
+    per_joint, mean = pck_lsp(lsp, lsp, np.zeros((1, 14), bool))
+    assert np.all(np.isnan(per_joint)) and np.isnan(mean)
+
+
+def test_pck_lsp_refuses_a_degenerate_torso_and_joints_in_another_order():
+    gt = np.zeros((2, 14, 2))
+    gt[:, 9] = (6.0, 8.0)  # left shoulder; right hip at the origin: torso 10
+    gt[1, 9] = gt[1, 2]  # instance 1: shoulder on the hip, torso 0
+    pred = gt + 0.001
+    # before: the torso was clamped to 1e-6, so every joint of instance 1 was a silent miss
+    with pytest.raises(
+        ValueError,
+        match=r"torso diameter .* is 0 or not finite for 1 instance"
+        r"\(s\) with visible joints \(first: 1\)",
+    ):
+        pck_lsp(pred, gt, np.ones((2, 14), bool))
+    # an instance without visible joints does not need a torso
+    _, mean = pck_lsp(pred, gt, np.array([[True] * 14, [False] * 14]))
+    assert mean == 1.0
+    # MPII-order joints (16) with the default LSP names used to pick head_top as the shoulder
+    with pytest.raises(
+        ValueError,
+        match=r"`gt` must have shape \[N, 14, 2\] \(one column per "
+        r"joint name\), got \(1, 16, 2\)",
+    ):
+        pck_lsp(np.zeros((1, 16, 2)), np.ones((1, 16, 2)), np.ones((1, 16), bool))
+    with pytest.raises(ValueError, match=r"`gt` must have shape \[N, 14, 2\]"):
+        torso_diameter(np.zeros((3, 14)))
+
+
+def test_decode_refuses_nan_and_inf_heatmaps_naming_them():
+    hm = np.zeros((2, 4, 4, 3))
+    hm[1, 2, 2, 0] = np.nan  # before: NaN heatmaps decoded to (0, 0) silently
+    with pytest.raises(
+        ValueError,
+        match=r"`heatmaps` must be finite, found 1 NaN and 0 inf "
+        r"values \(1 of 6 heatmaps\)",
+    ):
+        decode_heatmaps(hm)
+    hm[1, 2, 2, 0] = np.inf
+    with pytest.raises(ValueError, match=r"`heatmaps` must be finite, found 0 NaN and 1 inf"):
+        decode_heatmaps(hm)
+    with pytest.raises(ValueError, match=r"`heatmaps` must have H ≥ 1 and W ≥ 1"):
+        decode_heatmaps(np.zeros((1, 0, 4, 2)))
+
+
+@pytest.mark.parametrize("stride", [0, -4, 2.5, True])
+def test_stride_must_be_a_positive_integer(stride):
+    # before: stride 0 mapped every joint to (−0.5, −0.5), and the inverse divided by zero
+    hm = np.random.default_rng(0).random((1, 4, 4, 2))
+    for call in (
+        lambda: decode_heatmaps(hm, stride=stride),
+        lambda: heatmap_to_image_coords(np.ones(2), stride),
+        lambda: image_to_heatmap_coords(np.ones(2), stride),
+    ):
+        with pytest.raises(ValueError, match=r"`stride` must be an integer ≥ 1"):
+            call()
+
+
+def test_head_boxes_must_be_finite():
+    with pytest.raises(ValueError, match=r"`head_boxes` must be finite, found 1 NaN"):
+        head_normaliser(np.array([[0.0, 0.0, np.nan, 1.0]]))

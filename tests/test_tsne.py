@@ -1,14 +1,17 @@
 """Tests for egltheory.tsne (Eq. 13): scikit-learn agreement, calibration, invariances, errors."""
 
 import math
+import warnings
 
 import hypothesis.strategies as st
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given
 from sklearn.manifold._utils import _binary_search_perplexity
 
+from egltheory import tsne
 from egltheory.tsne import (
     conditional_probabilities,
     conditional_probabilities_from_sq_distances,
@@ -164,3 +167,182 @@ def test_bad_input_is_refused():
         conditional_probabilities_from_sq_distances(jnp.ones((2, 10)).at[1, 1].set(jnp.inf), 3.0)
     with pytest.raises(ValueError, match="`k`"):
         top_k_neighbours(jnp.ones((2, 3)) / 3, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unreachable targets are reported; bad arguments raise; the Newton solver is scale-invariant
+# ---------------------------------------------------------------------------------------------
+
+
+def _entropy(p):
+    """Row entropy in nats, NumPy float64 (independent of the package)."""
+    p = np.asarray(p, np.float64)
+    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), axis=1)
+
+
+def test_duplicate_references_warn_with_rows_and_achieved_perplexity():
+    # All 10 references identical: every distance in a row is equal, H = ln 10 for every σ.
+    q, r = np.ones((2, 2)), np.zeros((10, 2))
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"2 of 2 rows did not reach the target perplexity 3: "
+        r"achieved perplexity 10 to 10\. 2 row\(s\) have more references tied",
+    ):
+        p = np.asarray(conditional_probabilities(q, r, 3.0))
+    np.testing.assert_array_equal(p, np.full((2, 10), 0.1))  # uniform: the only possible row
+    with pytest.warns(RuntimeWarning, match=r"1 of 1 rows .* perplexity 3: achieved .* 10 to 10"):
+        conditional_probabilities_from_sq_distances(np.full((1, 10), 4.0), 3.0)
+
+
+def test_tied_nearest_references_give_their_uniform_limit_and_warn_for_those_rows_only():
+    # Row 0's 4 nearest references coincide (m = 4 > perplexity 2): ln 4 is the lowest entropy
+    # any σ reaches, so the row is the σ → 0 limit, 1/4 on each. Row 1 is an ordinary query.
+    rng = np.random.default_rng(0)
+    r = np.concatenate([np.zeros((4, 3)), rng.normal(size=(12, 3)) + 5.0])
+    q = np.array([[0.1, 0.0, 0.0], [5.0, 5.0, 5.0]])
+    with pytest.warns(
+        tsne.PerplexityWarning,
+        match=r"^1 of 2 rows .* target perplexity 2: "
+        r"achieved perplexity 4 to 4\. 1 row\(s\) have more references tied",
+    ):
+        p = np.asarray(conditional_probabilities(q, r, 2.0))
+    np.testing.assert_array_equal(p[0], np.r_[np.full(4, 0.25), np.zeros(12)])
+    assert abs(_entropy(p[1:])[0] - np.log(2.0)) <= 1e-5 + 1e-12  # the other row is calibrated
+    assert issubclass(tsne.PerplexityWarning, RuntimeWarning)
+
+
+def test_rows_not_converged_within_max_iter_are_reported():
+    q, r = _data(8, 3, 20, 2)
+    with pytest.warns(
+        tsne.PerplexityWarning,
+        match=r"3 of 3 rows .* did not converge within "
+        r"max_iter = 1 passes",
+    ):
+        conditional_probabilities(q, r, 3.0, max_iter=1)
+
+
+def test_reachable_rows_do_not_warn_in_float32_or_float64():
+    for dtype in (np.float32, np.float64):
+        q, r = (a.astype(dtype) for a in _data(9, 200, 400, 8))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning fails the test
+            conditional_probabilities(q, r, 30.0)
+            conditional_probabilities(q, r, 20.0, "nats-as-bits")
+            conditional_probabilities(q, r, 30.0, solver="sklearn")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_iter": 0}, r"`max_iter` must be an integer ≥ 1, got 0"),
+        ({"max_iter": -5}, r"`max_iter` must be an integer ≥ 1"),
+        ({"max_iter": 2.5}, r"`max_iter` must be an integer ≥ 1, got 2.5"),
+        ({"tol": np.inf}, r"`tol` must be a finite number > 0"),  # would accept any σ
+        ({"tol": np.nan}, r"`tol` must be a finite number > 0"),
+        ({"tol": 0.0}, r"`tol` must be a finite number > 0"),
+        ({"solver": "brent"}, r"`solver` must be one of"),
+    ],
+)
+def test_solver_arguments_are_validated(kwargs, message):
+    q, r = _data(10, 3, 20, 2)
+    with pytest.raises(ValueError, match=message):
+        conditional_probabilities(q, r, 3.0, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        conditional_probabilities_from_sq_distances(np.asarray(squared_distances(q, r)), 3.0,
+                                                    **kwargs)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_newton_probabilities_do_not_depend_on_the_embedding_scale(dtype):
+    """p_{j|i} with per-row calibrated β is invariant to a global scale s of the embeddings."""
+    q, r = (a.astype(dtype) for a in _data(11, 6, 40, 3))
+    base = np.asarray(conditional_probabilities(q, r, 5.0))
+    assert base.dtype == dtype
+    # Powers of two scale exactly, so the answer must be bit-identical over the whole range
+    # (float32: before, 2^100 overflowed ‖e‖² to inf → NaN rows; 2^-100 flushed it to 0 → uniform).
+    big = 100 if dtype == np.float32 else 900
+    for e in (big, -big, 7, -7):
+        scaled = np.asarray(conditional_probabilities(np.ldexp(q, e), np.ldexp(r, e), 5.0))
+        np.testing.assert_array_equal(scaled, base)
+    # 1e±30 (float32) / 1e±250 (float64) are not powers of two: the scaled embeddings are rounded
+    # (≤ ½ ulp each), which moves distances by ~eps relative and each p_j by ~β d eps ≈ 10 eps;
+    # both solutions also stop anywhere within tol = 1e-5 nats of H*: |Δp| ≤ 1e-5 is far above
+    # both and far below the O(1) errors of NaN or uniform rows.
+    for s in (1e30, 1e-30) if dtype == np.float32 else (1e250, 1e-250):
+        scaled = np.asarray(conditional_probabilities(q * dtype(s), r * dtype(s), 5.0))
+        assert np.all(np.isfinite(scaled))
+        np.testing.assert_allclose(scaled, base, atol=1e-5, rtol=0)
+        # and independently of `base`: the rows hit the target entropy (float64 NumPy)
+        assert np.max(np.abs(_entropy(scaled) - np.log(5.0))) <= (
+            1e-5 + 5e-6 if dtype == np.float32 else 1e-5 + 1e-12
+        )
+
+
+def test_newton_probabilities_do_not_depend_on_the_scale_of_squared_distances():
+    q, r = _data(12, 6, 40, 3)
+    sq = np.sum((q[:, None] - r[None]) ** 2, axis=-1).astype(np.float32)  # NumPy distances
+    base = np.asarray(conditional_probabilities_from_sq_distances(sq, 5.0))
+    for e in (120, -120):  # exact scaling: bit-identical (before: w·d² overflowed → NaN)
+        scaled = conditional_probabilities_from_sq_distances(np.ldexp(sq, e), 5.0)
+        np.testing.assert_array_equal(np.asarray(scaled), base)
+    for s in (1e30, 1e-30):  # rounded scaling: see the embedding test for the 1e-5 bound
+        scaled = conditional_probabilities_from_sq_distances(sq * np.float32(s), 5.0)
+        np.testing.assert_allclose(np.asarray(scaled), base, atol=1e-5, rtol=0)
+
+
+def test_sklearn_solver_refuses_scales_its_absolute_beta_cannot_hold():
+    q, r = (a.astype(np.float32) for a in _data(13, 4, 30, 3))
+    for s in (1e30, 1e-30):  # squared distances 1e±60 overflow / underflow float32
+        with pytest.raises(
+            ValueError,
+            match=r"4 of 4 rows cannot be calibrated in float32: "
+            r"solver='sklearn'",
+        ):
+            conditional_probabilities(q * np.float32(s), r * np.float32(s), 5.0, solver="sklearn")
+
+
+def test_squared_distances_survive_scale_and_offset():
+    q, r = _data(14, 5, 7, 3)
+    # offset ≫ spread: ‖q‖² overflows (float32 1e20² > 3.4e38, float64 1e160² > 1.8e308) while
+    # the distances themselves (spread² · O(10)) are representable; and an offset 1e4 on a
+    # spread of 1 in float32 makes the raw Gram form ‖q‖² + ‖r‖² − 2qᵀr cancel 1e8-sized terms
+    # (error ~1e8 · 6e-8 ≈ 6 against distances ~6).
+    for dtype, offset, spread in (
+        (np.float32, 1e20, 1e17),
+        (np.float64, 1e160, 1e150),
+        (np.float32, 1e4, 1.0),
+    ):
+        qd, rd = (offset + spread * q).astype(dtype), (offset + spread * r).astype(dtype)
+        # exact distances of the rounded inputs: float64 NumPy, difference form (Python floats
+        # for the float64 case, whose squares would overflow float64 only in the Gram form)
+        exact = np.sum((qd.astype(np.float64)[:, None] - rd.astype(np.float64)[None]) ** 2, -1)
+        got = np.asarray(squared_distances(qd, rd))
+        assert got.dtype == dtype
+        # the Gram form on centred O(1) values: a few ulp of the largest distance; 1e-5 relative
+        # for float32 (≈ 80 ulp), 1e-13 for float64
+        tol = (1e-5 if dtype == np.float32 else 1e-13) * exact.max()
+        np.testing.assert_allclose(got, exact, atol=tol, rtol=0)
+
+
+def test_perplexity_of_refuses_nan_and_negative_and_propagates_nan_under_jit():
+    with pytest.raises(ValueError, match=r"`probs` must be finite, found 1 NaN"):
+        perplexity_of(np.array([[np.nan, 0.5]]))  # before: NaN counted as 0 → perplexity √2
+    with pytest.raises(ValueError, match=r"`probs` must be non-negative \(probabilities\)"):
+        perplexity_of(np.array([[-0.5, 1.5]]))
+    assert np.isnan(np.asarray(jax.jit(perplexity_of)(jnp.array([[np.nan, 0.5]])))[0])
+    np.testing.assert_allclose(perplexity_of(np.array([[0.5, 0.5, 0.0]])), [2.0], rtol=1e-15)
+
+
+def test_top_k_and_chunk_size_are_validated():
+    # negative "probabilities" used to be ranked and renormalised into a plausible row
+    with pytest.raises(ValueError, match=r"`probs` must be non-negative \(probabilities\)"):
+        top_k_neighbours(jnp.array([[-0.5, 1.5]]), 1, renormalise=True)
+    for k in (1.7, True, 0, 3):  # 1.7 was truncated to 1, True taken as 1
+        with pytest.raises(ValueError, match=r"`k` must be an integer in \[1, Nr=2\], got"):
+            top_k_neighbours(jnp.array([[0.5, 0.5]]), k)
+    values, _ = top_k_neighbours(jnp.array([[0.25, 0.75]]), np.int64(1))
+    np.testing.assert_array_equal(values, [[0.75]])
+    q, r = _data(15, 3, 20, 2)
+    for chunk_size in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=r"`chunk_size` must be an integer ≥ 1, got"):
+            conditional_probabilities(q, r, 3.0, chunk_size=chunk_size)

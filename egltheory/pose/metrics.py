@@ -13,6 +13,12 @@
 
 Coordinates are ``(x, y)`` in pixels with pixel centres at integers. A heatmap pixel ``u``
 covers input pixels ``[stride·u, stride·(u+1))``, so its centre is at ``stride·(u + ½) − ½``.
+
+Inputs that have no meaningful score raise ``ValueError`` naming the argument instead of
+returning a number: an empty evaluation set, a NaN/inf or non-positive threshold, NaN/inf
+heatmaps, a stride below 1, a zero torso diameter at an instance with visible joints, joints in
+another order than ``joint_names``. A joint with no visible instance scores NaN, and so does a
+mean over no visible instance.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from egltheory.pose.skeletons import LSP_JOINTS, MPII_JOINTS
+from egltheory.validation import check_count, check_finite
 
 __all__ = [
     "decode_heatmaps",
@@ -41,6 +48,11 @@ def _check_pose_arrays(pred, gt, visible, normalisers):
     visible, normalisers = np.asarray(visible), np.asarray(normalisers, dtype=np.float64)
     if gt.ndim != 3 or gt.shape[-1] != 2:
         raise ValueError(f"gt must have shape [N, J, 2], got {gt.shape}")
+    if gt.shape[0] == 0:
+        raise ValueError(
+            f"`gt` must hold at least one instance (N ≥ 1), got shape {gt.shape}: "
+            "a PCK over an empty set is undefined."
+        )
     if pred.shape != gt.shape:
         raise ValueError(f"pred must have the shape of gt {gt.shape}, got {pred.shape}")
     if visible.shape != gt.shape[:2] or visible.dtype != bool:
@@ -57,17 +69,31 @@ def _check_pose_arrays(pred, gt, visible, normalisers):
     return pred, gt, visible, normalisers
 
 
+def _check_thresholds(thresholds) -> np.ndarray:
+    """[T] finite thresholds ≥ 0 (a scalar counts as T = 1)."""
+    values = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+    if values.ndim != 1:
+        raise ValueError(
+            f"`thresholds` must be a scalar or a 1-D grid [T], got shape {np.shape(thresholds)}."
+        )
+    if values.size == 0:
+        raise ValueError(
+            f"`thresholds` must hold at least one threshold [T], got shape {values.shape}."
+        )
+    if not np.all(np.isfinite(values) & (values >= 0)):
+        raise ValueError(f"`thresholds` must be finite and ≥ 0, got {values.tolist()}.")
+    return values
+
+
 def pck_curve(pred, gt, visible, normalisers, thresholds) -> np.ndarray:
     """PCK at several thresholds.
 
-    pred, gt: [N, J, 2]; visible: [N, J] bool; normalisers: [N] > 0; thresholds: [T]
-    -> [T, J] share of visible instances with ‖pred − gt‖ / normaliser ≤ threshold
+    pred, gt: [N ≥ 1, J, 2]; visible: [N, J] bool; normalisers: [N] > 0; thresholds: [T ≥ 1],
+    finite, ≥ 0 -> [T, J] share of visible instances with ‖pred − gt‖ / normaliser ≤ threshold
     (NaN for a joint with no visible instance).
     """
     pred, gt, visible, normalisers = _check_pose_arrays(pred, gt, visible, normalisers)
-    thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
-    if np.any(thresholds < 0):
-        raise ValueError("thresholds must be >= 0")
+    thresholds = _check_thresholds(thresholds)
     err = np.linalg.norm(np.where(visible[..., None], pred - gt, 0.0), axis=-1)
     err = err / normalisers[:, None]  # [N, J]
     hits = (err[None] <= thresholds[:, None, None]) & visible[None]  # [T, N, J]
@@ -77,8 +103,27 @@ def pck_curve(pred, gt, visible, normalisers, thresholds) -> np.ndarray:
 
 
 def pck(pred, gt, visible, normalisers, threshold: float) -> np.ndarray:
-    """pred, gt: [N, J, 2]; visible: [N, J] bool; normalisers: [N] -> per-joint PCK [J]."""
-    return pck_curve(pred, gt, visible, normalisers, [threshold])[0]
+    """pred, gt: [N ≥ 1, J, 2]; visible: [N, J] bool; normalisers: [N] -> per-joint PCK [J].
+
+    ``threshold`` must be a finite scalar > 0 (a NaN threshold used to give PCK 0 everywhere).
+    """
+    try:
+        value = np.asarray(threshold, dtype=np.float64)
+    except (TypeError, ValueError):
+        value = np.asarray(np.nan)
+    if isinstance(threshold, str) or value.ndim != 0 or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`threshold` must be a finite scalar > 0, got {threshold!r}.")
+    return pck_curve(pred, gt, visible, normalisers, [float(value)])[0]
+
+
+def _visible_mean(per_joint, visible, keep=None) -> float:
+    """Mean PCK over all visible instances of the kept joints; NaN if there are none."""
+    counts = np.asarray(visible).sum(axis=0)
+    if keep is not None:
+        per_joint, counts = per_joint[keep], counts[keep]
+    if counts.sum() == 0:
+        return float("nan")
+    return float(np.nansum(per_joint * counts) / counts.sum())
 
 
 def head_normaliser(head_boxes, convention: str = "official") -> np.ndarray:
@@ -89,6 +134,7 @@ def head_normaliser(head_boxes, convention: str = "official") -> np.ndarray:
     boxes = np.asarray(head_boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"head_boxes must have shape [N, 4], got {boxes.shape}")
+    check_finite("head_boxes", boxes)
     diag = np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     if convention == "official":
         return MPII_SC_BIAS * diag
@@ -100,7 +146,8 @@ def head_normaliser(head_boxes, convention: str = "official") -> np.ndarray:
 def pckh(pred, gt, visible, head_boxes, threshold: float = 0.5, convention: str = "official"):
     """PCKh (MPII). Returns (per_joint [16], mean over the 14 joints other than pelvis/thorax).
 
-    The mean is over all visible instances of those joints (as MPII's table "Total").
+    The mean is over all visible instances of those joints (as MPII's table "Total"); NaN when
+    there is none. An empty set (N = 0) raises ``ValueError``.
     """
     gt_arr = np.asarray(gt)
     if gt_arr.ndim != 3 or gt_arr.shape[1] != len(MPII_JOINTS):
@@ -108,47 +155,76 @@ def pckh(pred, gt, visible, head_boxes, threshold: float = 0.5, convention: str 
     norm = head_normaliser(head_boxes, convention)
     per_joint = pck(pred, gt, visible, norm, threshold)
     keep = np.array([j not in ("pelvis", "thorax") for j in MPII_JOINTS])
-    counts = np.asarray(visible).sum(axis=0)[keep]
-    mean = float(np.nansum(per_joint[keep] * counts) / max(counts.sum(), 1))
-    return per_joint, mean
+    return per_joint, _visible_mean(per_joint, visible, keep)
 
 
 def torso_diameter(gt, joint_names=LSP_JOINTS) -> np.ndarray:
-    """gt: [N, J, 2] -> [N] distance between the left shoulder and the right hip."""
+    """gt: [N, J, 2], J = len(joint_names) -> [N] distance between left shoulder and right hip."""
     gt = np.asarray(gt, dtype=np.float64)
+    if gt.ndim != 3 or gt.shape[1:] != (len(joint_names), 2):
+        raise ValueError(
+            f"`gt` must have shape [N, {len(joint_names)}, 2] (one column per joint name), "
+            f"got {gt.shape}."
+        )
     ls, rh = joint_names.index("l_shoulder"), joint_names.index("r_hip")
     return np.linalg.norm(gt[:, ls] - gt[:, rh], axis=-1)
 
 
 def pck_lsp(pred, gt, visible, threshold: float = 0.2, joint_names=LSP_JOINTS):
-    """PCK@threshold, torso-diameter normaliser -> (per_joint [J], mean over visible instances)."""
+    """PCK@threshold, torso-diameter normaliser -> (per_joint [J], mean over visible instances).
+
+    The mean is NaN when no joint is visible. An instance with visible joints must have a finite
+    torso diameter > 0 (it used to be clamped to 1e-6, turning every joint into a silent miss);
+    instances with no visible joint are not scored and need none.
+    """
     norm = torso_diameter(gt, joint_names)
-    per_joint = pck(pred, gt, visible, np.maximum(norm, 1e-6), threshold)
-    counts = np.asarray(visible).sum(axis=0)
-    mean = float(np.nansum(per_joint * counts) / max(counts.sum(), 1))
-    return per_joint, mean
+    _check_pose_arrays(pred, gt, visible, np.ones_like(norm))  # shapes, N ≥ 1, before the torso
+    scored = np.asarray(visible).any(axis=1)
+    degenerate = scored & ~(np.isfinite(norm) & (norm > 0))
+    if np.any(degenerate):
+        raise ValueError(
+            f"`gt` torso diameter (l_shoulder ↔ r_hip) is 0 or not finite for "
+            f"{int(degenerate.sum())} instance(s) with visible joints (first: "
+            f"{int(np.argmax(degenerate))}): PCK@{threshold} is undefined there."
+        )
+    per_joint = pck(pred, gt, visible, np.where(scored, norm, 1.0), threshold)
+    return per_joint, _visible_mean(per_joint, visible)
 
 
 def heatmap_to_image_coords(coords, stride: int):
-    """coords: [..., 2] in heatmap pixels -> input-image pixels (centre-aligned)."""
+    """coords: [..., 2] in heatmap pixels -> input-image pixels (centre-aligned); stride ≥ 1."""
+    check_count("stride", stride)
     return stride * (np.asarray(coords, dtype=np.float64) + 0.5) - 0.5
 
 
 def image_to_heatmap_coords(coords, stride: int):
     """coords: [..., 2] in input-image pixels -> heatmap pixels (inverse of the above)."""
+    check_count("stride", stride)
     return (np.asarray(coords, dtype=np.float64) + 0.5) / stride - 0.5
 
 
 def decode_heatmaps(heatmaps, stride: int = 1, refine: bool = True) -> np.ndarray:
-    """heatmaps: [N, H, W, J] -> coordinates [N, J, 2] (x, y) in input pixels.
+    """heatmaps: [N, H ≥ 1, W ≥ 1, J] finite -> coordinates [N, J, 2] (x, y) in input pixels.
 
     Arg-max per joint; with ``refine`` the peak moves 0.25 heatmap pixels toward the higher of its
-    two neighbours along x and along y (Newell et al.), where both neighbours exist.
+    two neighbours along x and along y (Newell et al.), where both neighbours exist. NaN/inf
+    heatmaps (e.g. a diverged model) raise ``ValueError``: their arg-max is meaningless and used
+    to decode to pixel (0, 0). ``stride`` must be an integer ≥ 1.
     """
+    check_count("stride", stride)
     hm = np.asarray(heatmaps, dtype=np.float64)
     if hm.ndim != 4:
         raise ValueError(f"heatmaps must have shape [N, H, W, J], got {hm.shape}")
     n, h, w, j = hm.shape
+    if h == 0 or w == 0:
+        raise ValueError(f"`heatmaps` must have H ≥ 1 and W ≥ 1, got shape {hm.shape}.")
+    bad = ~np.isfinite(hm)
+    if np.any(bad):
+        raise ValueError(
+            f"`heatmaps` must be finite, found {int(np.isnan(hm).sum())} NaN and "
+            f"{int(np.isinf(hm).sum())} inf values ({int(bad.any(axis=(1, 2)).sum())} of "
+            f"{n * j} heatmaps)."
+        )
     flat = hm.transpose(0, 3, 1, 2).reshape(n, j, h * w)
     idx = np.argmax(flat, axis=-1)
     y, x = np.divmod(idx, w)
