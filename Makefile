@@ -17,7 +17,7 @@ CVENV := .venv-compat
 CBIN := $(CVENV)/bin
 CSTAMP := $(CVENV)/.installed-stamp
 
-.PHONY: demo test test-compat lint format bench clean
+.PHONY: demo test test-compat wheelhouse lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ $(CSTAMP): pyproject.toml constraints/gpu-image.txt | $(CBIN)/python
 test-compat: $(CSTAMP)
 	$(CBIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(COMPAT_TESTS)
 
+# Pure-Python wheels for a machine that has jax and flax but no package registry, such as the
+# GPU image (docs/pose.md#gpu-install): egltheory itself and vega_datasets.
+wheelhouse: $(STAMP)
+	rm -rf wheelhouse
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir wheelhouse .
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --dest wheelhouse \
+		"vega_datasets==0.9.0"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -62,4 +70,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(CVENV) results .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CVENV) wheelhouse results .pytest_cache .ruff_cache
