@@ -1,8 +1,11 @@
 """GPEnsemble vs scikit-learn's GaussianProcessRegressor with the same fixed hyper-parameters."""
 
+import pytest
+
+pytest.importorskip("gpjax", reason="GP ensemble: the `gp` extra (gpjax 1.0 needs jax < 0.11)")
+
 import jax
 import numpy as np
-import pytest
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel
 

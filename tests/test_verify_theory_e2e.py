@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("gpjax", reason="fits GPs: the `gp` extra (gpjax 1.0 needs jax < 0.11)")
+
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "verify_theory.py"
 
 
