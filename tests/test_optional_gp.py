@@ -9,17 +9,21 @@ import sys
 CODE = """
 import sys
 sys.modules["gpjax"] = None  # as if the `gp` extra were not installed
+import numpy as np
+import jax
 import egltheory.active, egltheory.conv, egltheory.eglpp, egltheory.sharding, egltheory.tsne
-import egltheory.pose.acquisition, egltheory.pose.study, egltheory.regression_al
+import egltheory.pose.acquisition, egltheory.studies.pose, egltheory.studies.regression
 from egltheory import ensembles, verification
-ensembles.make_ensemble("linear", n_members=2)
-for get in (lambda: ensembles.GPEnsemble, lambda: ensembles.make_ensemble("gp")):
-    try:
-        get()
-    except ModuleNotFoundError as error:
-        assert error.name == "gpjax" and "egltheory[gp]" in str(error), error
-    else:
-        raise AssertionError("the GP family imported without gpjax")
+X, y = np.random.default_rng(0).normal(size=(12, 2)), np.arange(12.0)
+ensembles.LinearEnsemble(n_members=2).fit(jax.random.key(0), X, y)
+spec = ensembles.GPEnsemble(n_members=2)  # an unfitted spec needs no gpjax
+assert ensembles.family_name(spec) == "gp"
+try:
+    spec.fit(jax.random.key(0), X, y)
+except ModuleNotFoundError as error:
+    assert error.name == "gpjax" and "egltheory[gp]" in str(error), error
+else:
+    raise AssertionError("a GP ensemble was fitted without gpjax")
 """
 
 

@@ -6,7 +6,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from egltheory.pose.metrics import (
-    MPII_JOINTS,
     decode_heatmaps,
     head_normaliser,
     heatmap_to_image_coords,
@@ -17,6 +16,7 @@ from egltheory.pose.metrics import (
     pckh,
     torso_diameter,
 )
+from egltheory.pose.skeletons import MPII_JOINTS
 
 
 def test_pck_hand_computed():

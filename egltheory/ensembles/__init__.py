@@ -9,43 +9,16 @@ Every family follows one interface (see :mod:`egltheory.ensembles.base`)::
     fitted.f_z(X), fitted.grad_sq_norm(X)                    # [N] each
 
 The GP family needs gpjax, the optional ``gp`` extra (gpjax 1.0 requires jax < 0.11): it is
-imported on first use, so the other families work without it.
+imported when a GP ensemble is fitted, so everything else (and unfitted ``GPEnsemble`` specs)
+works without it.
 """
-
-from typing import Any
 
 from egltheory.ensembles.aleatoric import AleatoricEnsemble, FittedAleatoricEnsemble
 from egltheory.ensembles.base import FittedEnsemble, bootstrap_counts, bootstrap_indices
+from egltheory.ensembles.gp import KERNELS, FittedGPEnsemble, GPEnsemble
 from egltheory.ensembles.linear import FittedLinearEnsemble, LinearEnsemble
 
-_GP_NAMES = ("KERNELS", "FittedGPEnsemble", "GPEnsemble")
-
-
-def _gp_module():
-    try:
-        from egltheory.ensembles import gp
-    except ModuleNotFoundError as error:
-        if error.name != "gpjax":
-            raise
-        raise ModuleNotFoundError(
-            "The GP ensemble needs gpjax: pip install 'egltheory[gp]' "
-            "(gpjax 1.0 requires jax < 0.11).",
-            name="gpjax",
-        ) from error
-    return gp
-
-
-def __getattr__(name: str) -> Any:
-    if name in _GP_NAMES:
-        return getattr(_gp_module(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _gp_ensemble(**options):
-    return _gp_module().GPEnsemble(**options)
-
-
-FAMILIES = {"linear": LinearEnsemble, "aleatoric": AleatoricEnsemble, "gp": _gp_ensemble}
+FAMILIES = {"linear": LinearEnsemble, "aleatoric": AleatoricEnsemble, "gp": GPEnsemble}
 
 
 def family_name(ensemble) -> str:

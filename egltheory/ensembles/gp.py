@@ -21,15 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import equinox as eqx
-import gpjax as gpx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from gpjax.parameters import val
 from jax.flatten_util import ravel_pytree
 
 from egltheory.ensembles.base import (
@@ -41,12 +39,29 @@ from egltheory.ensembles.base import (
 )
 from egltheory.ensembles.networks import build_stacked, mean_apply, member_params, train_stacked
 
-KERNELS: dict[str, Callable[..., Any]] = {
-    "rbf": gpx.kernels.RBF,
-    "matern12": gpx.kernels.Matern12,
-    "matern32": gpx.kernels.Matern32,
-    "matern52": gpx.kernels.Matern52,
-}
+if TYPE_CHECKING:
+    import gpjax as gpx
+
+KERNELS = ("rbf", "matern12", "matern32", "matern52")
+
+
+def _gpx():
+    """gpjax, imported on first use: the ``gp`` extra (gpjax 1.0 requires jax < 0.11), so the
+    unfitted :class:`GPEnsemble` and everything else import without it."""
+    try:
+        import gpjax
+    except ModuleNotFoundError as error:
+        if error.name != "gpjax":
+            raise
+        raise ModuleNotFoundError(
+            "GP ensembles need gpjax: pip install 'egltheory[gp]' (gpjax 1.0 requires jax < 0.11).",
+            name="gpjax",
+        ) from error
+    return gpjax
+
+
+def _val(parameter):
+    return _gpx().parameters.val(parameter)
 
 
 def build_gp(
@@ -62,9 +77,16 @@ def build_gp(
     """A gpjax conjugate model: constant mean, stationary ``kernel``, Gaussian likelihood."""
     if kernel not in KERNELS:
         raise ValueError(f"`kernel` must be one of {sorted(KERNELS)}, got {kernel!r}.")
+    gpx = _gpx()
+    kernel_class = {
+        "rbf": gpx.kernels.RBF,
+        "matern12": gpx.kernels.Matern12,
+        "matern32": gpx.kernels.Matern32,
+        "matern52": gpx.kernels.Matern52,
+    }[kernel]
     prior = gpx.gps.Prior(
         mean_function=gpx.mean_functions.Constant(jnp.asarray(mean, dtype=jnp.float64)),
-        kernel=KERNELS[kernel](
+        kernel=kernel_class(
             lengthscale=jnp.asarray(lengthscale, dtype=jnp.float64),
             variance=jnp.asarray(variance, dtype=jnp.float64),
             n_dims=n_dims,
@@ -79,6 +101,7 @@ def build_gp(
 
 def _negative_mll(params, static, X, y) -> jax.Array:
     model = eqx.combine(params, static)
+    gpx = _gpx()
     data = gpx.Dataset(X=X, y=y[:, None])
     return -gpx.objectives.conjugate_mll(model, data) / X.shape[0]
 
@@ -111,7 +134,7 @@ def _optimise_hyperparameters(params, static, Xs, ys, steps: int, learning_rate:
 
 
 def _condition(params, static, X, y):
-    return eqx.combine(params, static).condition(gpx.Dataset(X=X, y=y[:, None]))
+    return eqx.combine(params, static).condition(_gpx().Dataset(X=X, y=y[:, None]))
 
 
 def _predict_y(posterior, X_test):
@@ -139,7 +162,7 @@ def _gp_mean_apply(posterior) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """f(α, x) = m + k(x, X)·α: the full-data posterior mean with α as the parameters."""
     kernel = posterior.prior.kernel
     X_train = posterior.train_data.X
-    constant = val(posterior.prior.mean_function.constant)
+    constant = _val(posterior.prior.mean_function.constant)
 
     def apply_fn(alpha: jax.Array, x: jax.Array) -> jax.Array:
         k_x = jax.vmap(lambda x_j: kernel(x, x_j))(X_train)
@@ -198,10 +221,10 @@ class FittedGPEnsemble(ParametricFullDataModel):
         noise_variance [K], mean [K]."""
         post = eqx.combine(self.member_params, self.static)
         return {
-            "lengthscale": np.asarray(val(post.prior.kernel.lengthscale)),
-            "variance": np.asarray(val(post.prior.kernel.variance)),
-            "noise_variance": np.asarray(val(post.likelihood.obs_stddev)) ** 2,
-            "mean": np.asarray(val(post.prior.mean_function.constant)).reshape(-1),
+            "lengthscale": np.asarray(_val(post.prior.kernel.lengthscale)),
+            "variance": np.asarray(_val(post.prior.kernel.variance)),
+            "noise_variance": np.asarray(_val(post.likelihood.obs_stddev)) ** 2,
+            "mean": np.asarray(_val(post.prior.mean_function.constant)).reshape(-1),
         }
 
 
