@@ -9,11 +9,13 @@ import pytest
 from flax import nnx
 
 from egltheory.active import OnCandidateSubset, PoolState, TopScoreSelection
-from egltheory.eglpp import EGLPPOptions, NormEngine
+from egltheory.eglpp import EGLPPOptions, LowRank, NormEngine
 from egltheory.pose.acquisition import (
+    EGLPP_VARIANTS,
     STRATEGIES,
     PoseEGLPPOptions,
     eglpp_pose_scores,
+    eglpp_pose_terms,
     heatmap_grad_sq_norms,
     make_strategy,
     multi_peak_entropy,
@@ -197,3 +199,23 @@ def test_strategy_and_option_errors(setup):
     assert PoseEGLPPOptions().replace(top_k=7, cotangents=3).eglpp == EGLPPOptions(
         top_k=7, engine=NormEngine(cotangents=3)
     )
+
+
+def test_identity_6_on_the_hourglass_and_its_strategies(setup):
+    """float32 hourglass: bias + spread = the K-pullback score; the bias-only and low-rank
+    strategies score with LowRank(0) and LowRank(4), never above the exact score."""
+    data, model = setup
+    labelled, cand = np.arange(12), np.arange(20, 26)
+    options = PoseEGLPPOptions(eglpp=EGLPPOptions(top_k=6))
+    exact = eglpp_pose_scores(model, data, labelled, cand, options)
+    terms, _, _ = eglpp_pose_terms(model, data, labelled, cand, options)
+    np.testing.assert_allclose(terms.bias + terms.spread, exact, rtol=1e-4)  # float32
+    for m, name in ((0, "egl++-bias"), (4, "egl++-lowrank")):
+        assert EGLPP_VARIANTS[name] == LowRank(m)
+        low = eglpp_pose_scores(model, data, labelled, cand, options.replace(estimator=LowRank(m)))
+        assert np.all(low <= exact * (1 + 1e-4))
+        if m == 0:
+            np.testing.assert_allclose(low, terms.bias, rtol=1e-4)
+        state = PoolState(labelled, cand, model, 0)
+        s = make_strategy(name, data, options).score_fn(state, jax.random.key(0))
+        np.testing.assert_allclose(s, low, rtol=1e-6)

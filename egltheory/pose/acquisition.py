@@ -269,8 +269,15 @@ def make_strategy(
             infer(s.model, images(s.unlabelled))["heatmaps"]
         ),
         "learning-loss": lambda s, key: _predicted_loss(s.model, data, s.unlabelled),
-        "egl++": lambda s, key: eglpp_pose_scores(s.model, data, s.labelled, s.unlabelled, options),
+        "egl++": lambda s, key: eglpp_pose_scores(
+            s.model, data, s.labelled, s.unlabelled, options, key=key
+        ),
     }
+    for variant, estimator in EGLPP_VARIANTS.items():
+        opts = options.replace(estimator=estimator)
+        scorers[variant] = lambda s, key, opts=opts: eglpp_pose_scores(
+            s.model, data, s.labelled, s.unlabelled, opts, key=key
+        )
     if name == "random":
         return RandomSelection()
     if name == "core-set":
