@@ -18,7 +18,13 @@ from pathlib import Path
 
 from egltheory.pose.acquisition import NEIGHBOUR_LABELS, STRATEGIES
 from egltheory.pose.hourglass import KERNEL_GRAD_CHOICES
-from egltheory.studies.cli import add_study_flags, check_output, protocol_from_flags, show_progress
+from egltheory.studies.cli import (
+    add_study_flags,
+    check_output,
+    eglpp_estimator,
+    protocol_from_flags,
+    show_progress,
+)
 from egltheory.studies.pose import DATA_SOURCES, PRESETS
 from egltheory.studies.runner import run_study
 
@@ -44,6 +50,8 @@ def main(argv=None) -> None:
     parser.add_argument("--neighbour-labels", choices=NEIGHBOUR_LABELS, default=None)
     parser.add_argument("--cotangents", type=_cotangents, default=None,
                         help="EGL++ pullbacks: unroll, vmap or G (groups of G)")  # fmt: skip
+    parser.add_argument("--eglpp-estimator", type=eglpp_estimator, default=None,
+                        help="exact (Eq. 12), lowrank:M or sketch:M[:P] (identity 6)")  # fmt: skip
     parser.add_argument("--kernel-grad", choices=KERNEL_GRAD_CHOICES, default=None,
                         help="EGL++ conv kernel gradients: XLA's or im2col GEMMs")  # fmt: skip
     args = parser.parse_args(argv)
@@ -61,7 +69,8 @@ def main(argv=None) -> None:
         eglpp = study.eglpp.replace(
             **{k: v for k, v in (("neighbour_labels", args.neighbour_labels),
                                  ("cotangents", args.cotangents),
-                                 ("kernel_grad", args.kernel_grad)) if v is not None}
+                                 ("kernel_grad", args.kernel_grad),
+                                 ("estimator", args.eglpp_estimator)) if v is not None}
         )  # fmt: skip
         training = replace(study.training, finetune=False) if args.retrain else study.training
         study = replace(

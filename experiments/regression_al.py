@@ -24,6 +24,7 @@ from egltheory.datasets import available_regression_datasets  # noqa: E402
 from egltheory.studies.cli import (  # noqa: E402
     add_study_flags,
     check_output,
+    eglpp_estimator,
     positive_int,
     protocol_from_flags,
     show_progress,
@@ -43,6 +44,8 @@ def main(argv=None) -> None:
     parser.add_argument("--families", nargs="+", choices=list(ENSEMBLES), default=None)
     parser.add_argument("--initial", type=positive_int, default=None, help="initial labels")
     parser.add_argument("--budget", type=positive_int, default=None, help="labels per cycle")
+    parser.add_argument("--eglpp-estimator", type=eglpp_estimator, default=None,
+                        help="exact (Eq. 12), lowrank:M or sketch:M[:P] (identity 6)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.datasets is not None:
         missing = [d for d in args.datasets if d not in available]
@@ -59,6 +62,8 @@ def main(argv=None) -> None:
             study = replace(study, datasets=tuple(args.datasets))
         if args.families is not None:
             study = study.with_families(args.families)
+        if args.eglpp_estimator is not None:
+            study = replace(study, eglpp=replace(study.eglpp, estimator=args.eglpp_estimator))
     except ValueError as err:
         parser.error(str(err))
     bars = show_progress(args)

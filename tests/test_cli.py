@@ -36,6 +36,9 @@ def _script(name):
         ("pose_eglpp", ["--seeds", "3", "3"], "--seeds lists a value twice"),
         ("pose_eglpp", ["--preset", "huge"], "invalid choice"),
         ("verify_theory", ["--preset", "quick"], "invalid choice"),
+        ("pose_eglpp", ["--eglpp-estimator", "lowrank"], "expected exact, lowrank:M"),
+        ("regression_al", ["--eglpp-estimator", "sketch:2:1"], "probes"),
+        ("regression_al", ["--eglpp-estimator", "lowrank:-1"], "`m`"),
     ],
 )
 def test_misused_flags_are_usage_errors_before_any_work(tmp_path, capsys, script, argv, message):
@@ -73,3 +76,13 @@ def test_a_finished_study_is_extended_by_more_cycles(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"budget: 5 → 7"):
         script.main([*base, "--out", str(tmp_path / "grown"), "--budget", "7", "--resume"])
     assert "random seed 0" in capsys.readouterr().out  # one line per finished run
+
+
+def test_estimator_flag_values():
+    from egltheory.eglpp import LowRank, Sketch
+    from egltheory.studies.cli import eglpp_estimator
+
+    assert eglpp_estimator("exact") == "exact"
+    assert eglpp_estimator("lowrank:4") == LowRank(4)
+    assert eglpp_estimator("sketch:2") == Sketch(2)
+    assert eglpp_estimator("sketch:2:8") == Sketch(2, 8)

@@ -12,6 +12,7 @@ import argparse
 import sys
 from dataclasses import replace
 
+from egltheory.eglpp import LowRank, Sketch
 from egltheory.files import check_writable_dir
 from egltheory.studies.runner import Protocol
 
@@ -19,6 +20,7 @@ __all__ = [
     "add_output_flags",
     "add_study_flags",
     "check_output",
+    "eglpp_estimator",
     "non_negative_int",
     "positive_int",
     "protocol_from_flags",
@@ -96,3 +98,20 @@ def check_output(parser: argparse.ArgumentParser, out: str) -> None:
 def show_progress(args: argparse.Namespace) -> bool:
     """Progress bars only on a terminal and without ``--no-progress``."""
     return not args.no_progress and sys.stderr.isatty()
+
+
+def eglpp_estimator(text: str) -> str | LowRank | Sketch:
+    """``--eglpp-estimator``: ``exact``, ``lowrank:M`` or ``sketch:M:P`` (M top directions, P
+    probes) → the :mod:`egltheory.eglpp` estimator."""
+    name, *numbers = text.split(":")
+    try:
+        values = [int(v) for v in numbers]
+        if name == "exact" and not values:
+            return "exact"
+        if name == "lowrank" and len(values) == 1:
+            return LowRank(*values)
+        if name == "sketch" and len(values) in (1, 2):
+            return Sketch(*values)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+    raise argparse.ArgumentTypeError(f"expected exact, lowrank:M or sketch:M[:P], got {text!r}")

@@ -196,6 +196,7 @@ def make_strategy(
             xl,
             yp[state.labelled],
             options=study.eglpp,
+            key=key,
         )
 
     if name == "random":
