@@ -33,7 +33,7 @@ from flax import nnx
 
 from egltheory.eglpp import NormEngine
 from egltheory.pose.acquisition import heatmap_grad_sq_norms
-from egltheory.pose.hourglass import HourglassConfig, count_params, with_kernel_grad
+from egltheory.pose.hourglass import HourglassConfig, count_params, with_engine
 from egltheory.pose.synthetic import make_synthetic
 from egltheory.pose.training import TrainConfig, heatmap_loss, init_model, train_pose_model
 
@@ -93,7 +93,7 @@ def bench_eglpp(cfg: HourglassConfig, n_images: int, k: int, chunk: int, variant
     results = {}
     for mode, kernel_grad in variants:
         if mode == "separate":  # a twin of the same arrays with the chosen kernel gradients
-            run = _k_separate_program(with_kernel_grad(base.hourglass, kernel_grad))
+            run = _k_separate_program(with_engine(base.hourglass, kernel_grad))
             fn = lambda: run(x, targets)  # noqa: B023
         else:
             fn = lambda m=mode, kernel_grad=kernel_grad: heatmap_grad_sq_norms(

@@ -26,6 +26,7 @@ THEORY.md, Σ_n p_n · 4 (y_n − f)² ‖∇_θ f‖² = 4 ‖∇f‖² m [Var_
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -49,12 +50,15 @@ __all__ = [
     "LowRank",
     "NormEngine",
     "Sketch",
+    "auto_chunk_size",
     "eglpp_pool_scores",
     "eglpp_scores",
     "eglpp_terms",
     "embed",
+    "free_device_memory",
     "gather_neighbour_targets",
     "global_average_pool",
+    "intermediate_bytes",
     "intermediate_features",
     "loss_grad_sq_norms",
     "naive_loss_grad_sq_norms",
@@ -177,15 +181,17 @@ def embed(
 class NormEngine:
     """How per-example gradient norms are computed; never what they are (values are identical).
 
-    ``chunk_size``: pool inputs per jitted call (memory ≈ ``chunk_size × K × |θ|`` floats at
-    most). ``cotangents``: ``"unroll"`` (K pullbacks of one forward in one program), ``"vmap"``
-    (one pullback batched over the K cotangents) or an int G (groups of G cotangents vmapped,
-    the ⌈K/G⌉ groups unrolled). Which is fastest depends on the model and backend; see
-    ``benchmarks/bench_eglpp.py``, ``benchmarks/bench_pose.py`` and docs/pose.md.
+    ``chunk_size``: pool inputs per jitted call, or ``"auto"``: the largest chunk (≤ 256) whose
+    estimated working memory fits ``memory_fraction`` of the device's free memory
+    (:func:`auto_chunk_size`; never more than the device has). ``cotangents``: ``"unroll"`` (the
+    pullbacks of one forward in one program), ``"vmap"`` (one pullback batched over them) or an
+    int G (groups of G vmapped, the groups unrolled). Which is fastest depends on the model and
+    backend; see ``benchmarks/bench_eglpp.py``, ``benchmarks/bench_pose.py`` and docs/pose.md.
     """
 
-    chunk_size: int = 8
+    chunk_size: int | str = 8
     cotangents: str | int = "unroll"
+    memory_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         ok = self.cotangents in COTANGENT_MODES or (
@@ -198,10 +204,53 @@ class NormEngine:
                 f"`cotangents` must be one of {COTANGENT_MODES} or a positive int (cotangents per "
                 f"vmapped group), got {self.cotangents!r}."
             )
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int):
-            raise ValueError(f"`chunk_size` must be a positive int, got {self.chunk_size!r}.")
-        if self.chunk_size < 1:
-            raise ValueError(f"`chunk_size` must be a positive int, got {self.chunk_size!r}.")
+        c = self.chunk_size
+        if c != "auto" and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+            raise ValueError(f"`chunk_size` must be a positive int or 'auto', got {c!r}.")
+        if not 0 < self.memory_fraction <= 1:
+            raise ValueError(f"`memory_fraction` must be in (0, 1], got {self.memory_fraction!r}.")
+
+
+def free_device_memory(device=None) -> int:
+    """Bytes free on ``device`` (default: the first local device): from the allocator's
+    statistics where the backend has them (GPU), else the host's available physical memory."""
+    device = jax.local_devices()[0] if device is None else device
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def intermediate_bytes(jaxpr) -> int:
+    """Σ over every equation (sub-programs included) of its outputs' bytes: an upper bound on
+    the memory XLA needs for the program's intermediates (it frees and reuses buffers)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            aval = v.aval
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += intermediate_bytes(inner)
+    return total
+
+
+def auto_chunk_size(per_example_fn, example_args, n: int, budget_bytes: int, cap=256) -> int:
+    """Largest chunk ``c ≤ min(n, cap)`` with ``c × bytes(per-example program) ≤ budget_bytes``
+    (at least 1); the per-example bytes: :func:`intermediate_bytes` of ``per_example_fn``."""
+    per_example = max(intermediate_bytes(jax.make_jaxpr(per_example_fn)(*example_args).jaxpr), 1)
+    return int(max(1, min(n, cap, budget_bytes // per_example)))
+
+
+def _chunk_for(engine: NormEngine, per_example_fn, arrays, n: int) -> int:
+    if engine.chunk_size != "auto":
+        return min(engine.chunk_size, n)
+    first = jax.tree_util.tree_map(lambda a: a[0], arrays)
+    budget = int(engine.memory_fraction * free_device_memory())
+    return auto_chunk_size(per_example_fn, first, n, budget)
 
 
 @dataclass(frozen=True)
@@ -501,7 +550,9 @@ def eglpp_terms(
     targets = jax.tree_util.tree_map(jnp.asarray, neighbour_targets)
     probs = jnp.asarray(neighbour_probs)
     _check_loss_shapes(apply_fn, params, x, targets, loss_fn)
-    chunk = min(options.engine.chunk_size, n)
+    per_example = partial(_per_example_terms, apply_fn, loss_fn, options.engine.cotangents, n_top,
+                          n_probes, params)  # fmt: skip
+    chunk = _chunk_for(options.engine, per_example, (x, targets, probs, keys), n)
     static = {"loss_fn": loss_fn, "cotangents": options.engine.cotangents, "n_top": n_top,
               "n_probes": n_probes}  # fmt: skip
     fn = _as_pytree_fn(apply_fn)
@@ -573,10 +624,11 @@ def loss_grad_sq_norms(
     if not isinstance(engine, NormEngine):
         raise ValueError(f"`engine` must be a NormEngine, got {engine!r}.")
     n, _ = _check_pool(x, targets)
-    chunk = min(engine.chunk_size, n)
     x = jnp.asarray(x)
     targets = jax.tree_util.tree_map(jnp.asarray, targets)
     _check_loss_shapes(apply_fn, params, x, targets, loss_fn)
+    per_example = partial(_per_example_sq_norms, apply_fn, loss_fn, engine.cotangents, params)
+    chunk = _chunk_for(engine, per_example, (x, targets), n)
     if isinstance(x, jax.core.Tracer):  # inside a caller's jit: one program with lax.map
         return _loss_grad_sq_norms(apply_fn, params, x, targets, loss_fn, chunk, engine.cotangents)
     return _loss_grad_sq_norms_eager(

@@ -249,3 +249,31 @@ def test_small_labelled_sets_cap_perplexity_and_top_k_in_one_place():
     for bad in ({"perplexity": 0.5}, {"top_k": 0}, {"convention": "nits"}, {"engine": "vmap"}):
         with pytest.raises(ValueError):
             EGLPPOptions(**bad)
+
+
+def test_auto_chunk_size_fits_the_memory_budget_and_changes_no_value():
+    from egltheory.eglpp import auto_chunk_size, free_device_memory, intermediate_bytes
+
+    apply_fn, params, _ = nnx_apply(_model(out=3))
+    x = _inputs(1, 5)
+    targets = jax.random.normal(jax.random.key(2), (5, 4, 3))
+    fixed = loss_grad_sq_norms(apply_fn, params, x, targets, squared_error, NormEngine(2))
+    auto = loss_grad_sq_norms(apply_fn, params, x, targets, squared_error, NormEngine("auto"))
+    np.testing.assert_allclose(auto, fixed, rtol=1e-12)
+    assert free_device_memory() > 0
+
+    def per_example(xi, ti):
+        return jnp.sum(jnp.outer(xi.ravel(), ti.ravel()) ** 2)
+
+    args = (x[0], targets[0])
+    # [6·6·2] x [4·3] outer product (72 × 12 float64) and its square: ≥ 2 × 6,912 bytes
+    one = intermediate_bytes(jax.make_jaxpr(per_example)(*args).jaxpr)
+    assert one >= 2 * 72 * 12 * 8
+    for budget in (one - 1, one, 3 * one + 5, 10**12):
+        chunk = auto_chunk_size(per_example, args, 100, budget)
+        assert chunk == max(1, min(100, 256, budget // one))
+        assert chunk == 1 or chunk * one <= budget
+    with pytest.raises(ValueError, match="chunk_size"):
+        NormEngine(chunk_size="big")
+    with pytest.raises(ValueError, match="memory_fraction"):
+        NormEngine(memory_fraction=0.0)

@@ -124,18 +124,26 @@ def test_grad_norms_unroll_vmap_and_naive_k_passes_agree(setup):
     data, model = setup
     x = preprocess(data.images[:3])
     targets = np.asarray(infer(model, data.images[3:5])["heatmaps"])[None].repeat(3, 0)  # [3,2,..]
-    a = heatmap_grad_sq_norms(model, x, targets, NormEngine(2, "vmap"))  # padded chunk
-    b = heatmap_grad_sq_norms(model, x, targets, NormEngine(3, "unroll"))
+
+    def opts(engine, **more):
+        return PoseEGLPPOptions(eglpp=EGLPPOptions(engine=engine), **more)
+
+    a = heatmap_grad_sq_norms(model, x, targets, opts(NormEngine(2, "vmap")))  # padded chunk
+    b = heatmap_grad_sq_norms(model, x, targets, opts(NormEngine(3, "unroll")))
     for kernel_grad in ("im2col", "xla"):  # explicit either way, groups of one cotangent
-        d = heatmap_grad_sq_norms(model, x, targets, NormEngine(cotangents=1), kernel_grad)
-        np.testing.assert_allclose(d, a, rtol=1e-5)
+        one = opts(NormEngine(cotangents=1), kernel_grad=kernel_grad)
+        np.testing.assert_allclose(heatmap_grad_sq_norms(model, x, targets, one), a, rtol=1e-5)
+    # bfloat16 compute, float32 parameters: close to float32 (8 mantissa bits), not equal
+    bf16 = heatmap_grad_sq_norms(model, x, targets, opts(NormEngine(), compute_dtype="bfloat16"))
+    rel = np.abs(bf16 - a) / a
+    assert 0 < rel.max() < 0.1
     apply_fn, params, _ = nnx_apply(model.hourglass)
     # K separate forward + backward passes (jax.grad per neighbour target): independent of the vjp
     c = np.asarray(naive_loss_grad_sq_norms(apply_fn, params, x, targets, heatmap_loss))
     np.testing.assert_allclose(a, b, rtol=1e-5)  # float32
     np.testing.assert_allclose(a, c, rtol=1e-4)
-    with pytest.raises(ValueError, match="kernel_grad"):
-        heatmap_grad_sq_norms(model, x, targets, NormEngine(), "gemm")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        PoseEGLPPOptions(compute_dtype="float16")
 
 
 def test_auto_kernel_grad_is_im2col_only_on_cpu_from_the_paper_size_up():

@@ -12,7 +12,7 @@ from egltheory.pose.hourglass import (
     HourglassConfig,
     StackedHourglass,
     count_params,
-    with_kernel_grad,
+    with_engine,
 )
 
 TINY = HourglassConfig(n_stacks=2, channels=8, depth=2, n_joints=5, input_size=32)
@@ -148,11 +148,11 @@ def test_im2col_and_xla_kernel_gradients_agree():
         HourglassConfig(kernel_grad="fast")
 
 
-def test_with_kernel_grad_shares_the_weights():
+def test_with_engine_shares_the_weights():
     model = StackedHourglass(TINY, rngs=nnx.Rngs(1))
-    twin = with_kernel_grad(model, "im2col")
+    twin = with_engine(model, "im2col")
     assert twin.cfg.kernel_grad == "im2col" and model.cfg.kernel_grad == "xla"
-    assert with_kernel_grad(model, "xla") is model
+    assert with_engine(model, "xla") is model
     leaves = [jax.tree_util.tree_leaves(nnx.state(m)) for m in (model, twin)]
     assert len(leaves[0]) == len(leaves[1]) > 0
     for a, b in zip(*leaves, strict=True):
@@ -161,3 +161,12 @@ def test_with_kernel_grad_shares_the_weights():
     twin.eval()
     x = jnp.ones((1, 32, 32, 3))
     np.testing.assert_array_equal(model(x), twin(x))
+    half = with_engine(model, "xla", "bfloat16")
+    half.eval()
+    assert half.cfg.dtype == jnp.bfloat16 and model.cfg.dtype is None
+    out = half(x)
+    assert out.dtype == jnp.float32  # heatmaps come back in float32
+    rel = np.abs(np.asarray(out) - np.asarray(model(x))).max() / np.abs(np.asarray(model(x))).max()
+    assert 0 < rel < 0.05  # bfloat16 rounding, parameters shared
+    with pytest.raises(ValueError, match="compute_dtype"):
+        with_engine(model, "xla", "float16")

@@ -46,7 +46,7 @@ from egltheory.eglpp import (
     nnx_apply,
 )
 from egltheory.pose.datasets import PoseDataset
-from egltheory.pose.hourglass import KERNEL_GRAD_CHOICES, with_kernel_grad
+from egltheory.pose.hourglass import COMPUTE_DTYPES, KERNEL_GRAD_CHOICES, with_engine
 from egltheory.pose.learning_loss import PoseNet
 from egltheory.pose.training import heatmap_loss, infer, preprocess
 from egltheory.pose.transforms import gaussian_heatmaps
@@ -80,12 +80,16 @@ class PoseEGLPPOptions:
 
     ``neighbour_labels``: ``"prediction"`` (the model's last-stack heatmaps of the labelled
     neighbours, as the authors) or ``"ground_truth"`` (Gaussian targets of σ ``heatmap_sigma``).
-    ``kernel_grad``: :func:`egltheory.pose.hourglass.resolve_kernel_grad`.
+    ``kernel_grad``, ``compute_dtype``: the scoring view of the model
+    (:func:`egltheory.pose.hourglass.with_engine`; ``"bfloat16"`` computes the pullbacks in
+    bfloat16 with float32 parameters: faster on GPUs, its error is measured by
+    ``benchmarks/bench_pose.py``).
     """
 
     eglpp: EGLPPOptions = EGLPPOptions(engine=NormEngine(cotangents="vmap"))
     neighbour_labels: str = "prediction"
     kernel_grad: str = "auto"
+    compute_dtype: str | None = None
     heatmap_sigma: float = 1.0
 
     def __post_init__(self) -> None:
@@ -99,6 +103,11 @@ class PoseEGLPPOptions:
         if self.kernel_grad not in KERNEL_GRAD_CHOICES:
             raise ValueError(
                 f"`kernel_grad` must be one of {KERNEL_GRAD_CHOICES}, got {self.kernel_grad!r}."
+            )
+        if self.compute_dtype not in (None, *COMPUTE_DTYPES):
+            raise ValueError(
+                f"`compute_dtype` must be None or one of {COMPUTE_DTYPES}, got "
+                f"{self.compute_dtype!r}."
             )
         if not (np.isfinite(self.heatmap_sigma) and self.heatmap_sigma > 0):
             raise ValueError(f"`heatmap_sigma` must be > 0, got {self.heatmap_sigma!r}.")
@@ -162,14 +171,20 @@ def neighbour_heatmaps(
     raise ValueError(f"source must be one of {NEIGHBOUR_LABELS}, got {source!r}")
 
 
+def _scoring_apply(model: PoseNet, options: PoseEGLPPOptions):
+    view = with_engine(model.hourglass, options.kernel_grad, options.compute_dtype)
+    apply_fn, params, _ = nnx_apply(view)  # inference mode, every nnx.Param
+    return apply_fn, params
+
+
 def heatmap_grad_sq_norms(
-    model: PoseNet, x, targets, engine: NormEngine = NormEngine(), kernel_grad: str = "auto"
+    model: PoseNet, x, targets, options: PoseEGLPPOptions = PoseEGLPPOptions()
 ) -> np.ndarray:
     """‖∇_θ heatmap_loss(hourglass(x_i), targets[i, k])‖² for all i, k.
 
     x: [N, S, S, 3] preprocessed float32; targets: [N, K, h, w, J] -> [N, K]. θ = every
     ``nnx.Param`` of the hourglass, BatchNorm in inference mode; one forward per input arranged by
-    ``engine``; ``kernel_grad``: how the convolutions' kernel gradients are computed.
+    ``options.eglpp.engine``, on the scoring view of ``options`` (kernel gradients, dtype).
     """
     x, targets = np.asarray(x, np.float32), np.asarray(targets, np.float32)
     if x.ndim != 4 or targets.ndim != 5 or targets.shape[0] != x.shape[0] or x.shape[0] == 0:
@@ -177,8 +192,8 @@ def heatmap_grad_sq_norms(
             f"x must be [N, S, S, 3] and targets [N, K, h, w, J] with N > 0, got {x.shape}, "
             f"{targets.shape}"
         )
-    apply_fn, params, _ = nnx_apply(with_kernel_grad(model.hourglass, kernel_grad))
-    norms = loss_grad_sq_norms(apply_fn, params, x, targets, heatmap_loss, engine)
+    apply_fn, params = _scoring_apply(model, options)
+    norms = loss_grad_sq_norms(apply_fn, params, x, targets, heatmap_loss, options.eglpp.engine)
     return np.asarray(norms)
 
 
@@ -211,7 +226,7 @@ def eglpp_pose_terms(
     """Identity 6 for pool images ``candidates``: ``(terms [C] each, probs [C, K], neighbour pool
     indices [C, K])`` (:func:`egltheory.eglpp.eglpp_terms`; the estimator of ``options``)."""
     targets, probs, nbrs = _pose_neighbours(model, data, labelled, candidates, options)
-    apply_fn, params, _ = nnx_apply(with_kernel_grad(model.hourglass, options.kernel_grad))
+    apply_fn, params = _scoring_apply(model, options)
     x = preprocess(data.images[np.asarray(candidates)])
     terms = eglpp_terms(apply_fn, params, x, targets, probs, heatmap_loss, options.eglpp, key)
     return EGLPPTerms(*(np.asarray(t) for t in terms)), probs, nbrs
@@ -236,13 +251,8 @@ def eglpp_pose_scores(
         scores = terms.score
     else:
         targets, probs_k, nbrs = _pose_neighbours(model, data, labelled, candidates, options)
-        sq = heatmap_grad_sq_norms(
-            model,
-            preprocess(data.images[np.asarray(candidates)]),
-            targets,
-            options.eglpp.engine,
-            options.kernel_grad,
-        )
+        x = preprocess(data.images[np.asarray(candidates)])
+        sq = heatmap_grad_sq_norms(model, x, targets, options)
         scores = np.sum(probs_k * sq, axis=1)
     if return_neighbours:
         return scores, probs_k, nbrs

@@ -27,7 +27,7 @@ multi-scale features of the last hourglass used by the learning-loss module.
 derivatives are computed: ``"xla"`` (default) XLA's backward-filter convolutions, ``"im2col"``
 :func:`egltheory.conv.conv_general_dilated` (same values; each kernel gradient is one GEMM on the
 forward's im2col patches, which pays when many pullbacks share one forward on wide layers).
-Models train with ``"xla"``; :func:`with_kernel_grad` gives EGL++ scoring a view of the same
+Models train with ``"xla"``; :func:`with_engine` gives EGL++ scoring a view of the same
 weights with the engine :func:`resolve_kernel_grad` picks (``"auto"``: im2col on the CPU backend
 from the paper's size up; the measurements behind the rule are in docs/pose.md).
 """
@@ -45,6 +45,7 @@ from egltheory.conv import conv_general_dilated as im2col_conv
 from egltheory.eglpp import global_average_pool
 
 __all__ = [
+    "COMPUTE_DTYPES",
     "IM2COL_MIN_CHANNELS",
     "IM2COL_MIN_INPUT_SIZE",
     "KERNEL_GRADS",
@@ -55,7 +56,7 @@ __all__ = [
     "StackedHourglass",
     "count_params",
     "resolve_kernel_grad",
-    "with_kernel_grad",
+    "with_engine",
 ]
 
 
@@ -253,11 +254,25 @@ def resolve_kernel_grad(kernel_grad: str, cfg: HourglassConfig) -> str:
     return "im2col" if jax.default_backend() == "cpu" and large else "xla"
 
 
-def with_kernel_grad(model: StackedHourglass, kernel_grad: str) -> StackedHourglass:
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def with_engine(
+    model: StackedHourglass, kernel_grad: str = "auto", compute_dtype: str | None = None
+) -> StackedHourglass:
     """The same weights and statistics (shared arrays, no copy) in a model whose convolutions
     differentiate their kernels by ``kernel_grad`` (``"auto"``, ``"xla"`` or ``"im2col"``,
-    :func:`resolve_kernel_grad`). Its values are identical; only the derivative program differs."""
-    cfg = replace(model.cfg, kernel_grad=resolve_kernel_grad(kernel_grad, model.cfg))
+    :func:`resolve_kernel_grad`) and compute in ``compute_dtype`` (``"float32"`` or
+    ``"bfloat16"``; None keeps the model's). Parameters stay float32; with float32 compute the
+    values are identical and only the derivative program differs."""
+    changes = {"kernel_grad": resolve_kernel_grad(kernel_grad, model.cfg)}
+    if compute_dtype is not None:
+        if compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"`compute_dtype` must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}."
+            )
+        changes["dtype"] = None if compute_dtype == "float32" else jnp.bfloat16
+    cfg = replace(model.cfg, **changes)
     if cfg == model.cfg:
         return model
     twin = nnx.eval_shape(lambda: StackedHourglass(cfg, rngs=nnx.Rngs(0)))
