@@ -200,3 +200,37 @@ def test_damaged_cache_is_named_and_re_rendered(tmp_path):
     np.testing.assert_array_equal(again.images, first.images)
     save_npz(tmp_path / "x.npz", first)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temporary file
+
+
+@pytest.mark.parametrize("size", [16, 33])
+def test_on_device_augmentation_matches_the_numpy_reference(synth, size):
+    """Same parameters → the same images (float32 vs float64 geometry), joints and visibility."""
+    import jax
+    import jax.numpy as jnp
+
+    from egltheory.pose.transforms import (
+        augment_on_device,
+        augment_with,
+        augmentation_parameters,
+        flip_permutation,
+    )
+
+    data = make_synthetic(12, seed=9, image_size=size)
+    angle, scale, flip = (np.asarray(a) for a in augmentation_parameters(
+        jax.random.key(3), 12, 30.0, (0.75, 1.25), 0.5))  # fmt: skip
+    assert flip.any() and not flip.all()
+    want = augment_with(data.images, data.joints, data.visible, MPII_FLIP_PAIRS, angle, scale, flip)
+    perm = flip_permutation(16, MPII_FLIP_PAIRS)
+    got = jax.jit(augment_on_device, static_argnums=3)(
+        jnp.asarray(data.images), jnp.asarray(data.joints), jnp.asarray(data.visible), perm,
+        jnp.asarray(angle), jnp.asarray(scale), jnp.asarray(flip),
+    )  # fmt: skip
+    # bilinear weights differ by float32 rounding of the source coordinates: ≤ 1e-3 of range
+    np.testing.assert_allclose(got[0], want[0], atol=2e-3)
+    assert np.mean(np.abs(np.asarray(got[0]) - want[0])) < 1e-4
+    np.testing.assert_allclose(got[1], want[1], atol=1e-3)
+    # visibility may differ only for joints within float32 rounding of the crop border
+    j = want[1]
+    border = np.any((np.abs(j) < 1e-3) | (np.abs(j - (size - 1)) < 1e-3), axis=-1)
+    differ = np.asarray(got[2]) != want[2]
+    assert not np.any(differ & ~border)

@@ -1,5 +1,9 @@
 """Pose training: the loss, that training fits, fine-tuning, save/load, argument checks."""
 
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -12,7 +16,7 @@ from egltheory.pose.training import (
     evaluate,
     heatmap_loss,
     train_pose_model,
-    train_step,
+    train_steps,
 )
 
 CFG = HourglassConfig(n_stacks=2, channels=4, depth=1, n_joints=16, input_size=16)
@@ -57,18 +61,38 @@ def test_bad_arguments():
 
 
 def test_step_compiles_once_per_architecture_whatever_the_epochs():
-    """Epochs (and augmentation) are not read by the traced step: no recompilation."""
+    """Epochs and the labelled-set size are not read by the traced steps: no recompilation."""
     data = make_synthetic(16, seed=4, image_size=16)
     cfg = HourglassConfig(n_stacks=1, channels=8, depth=1, n_joints=16, input_size=16)
-    train_step.clear_cache()
+    train_steps.clear_cache()
     model, _ = train_pose_model(data, np.arange(8), cfg, TrainConfig(epochs=1, batch_size=4), 0)
-    assert train_step._cache_size() == 1
-    for epochs, augment in ((2, True), (3, False)):
-        train_pose_model(data, np.arange(8), cfg,
-                         TrainConfig(epochs=epochs, batch_size=4, augment=augment), 1,
-                         init=model)  # fmt: skip
-    assert train_step._cache_size() == 1
-    # a setting the step does read compiles a second program
-    train_pose_model(data, np.arange(8), cfg, TrainConfig(epochs=1, batch_size=4,
-                                                          learning_rate=5e-4), 0)  # fmt: skip
-    assert train_step._cache_size() == 2
+    assert train_steps._cache_size() == 1
+    for epochs, n in ((2, 8), (3, 12), (5, 16)):
+        tc = TrainConfig(epochs=epochs, batch_size=4)
+        _, losses = train_pose_model(data, np.arange(n), cfg, tc, 1, init=model)
+        assert losses.shape == (epochs * n // 4,) and np.all(np.isfinite(losses))
+    assert train_steps._cache_size() == 1
+    # settings the steps do read compile another program each
+    for changed in ({"learning_rate": 5e-4}, {"augment": False}):
+        train_pose_model(data, np.arange(8), cfg, TrainConfig(epochs=1, batch_size=4, **changed),
+                         0)  # fmt: skip
+    assert train_steps._cache_size() == 3
+
+
+def test_steps_per_dispatch_and_bfloat16_training():
+    """The number of steps per call does not change training; bfloat16 compute keeps float32
+    parameters and trains to a similar loss."""
+    data = make_synthetic(16, seed=5, image_size=16)
+    base = TrainConfig(epochs=3, batch_size=4, steps_per_dispatch=8)
+    a, la = train_pose_model(data, np.arange(12), CFG, base, 0)
+    b, lb = train_pose_model(data, np.arange(12), CFG, replace(base, steps_per_dispatch=3), 0)
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    pa, pb = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (a, b))
+    for x, y in zip(pa, pb, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    h, lh = train_pose_model(data, np.arange(12), CFG, replace(base, compute_dtype="bfloat16"), 0)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(h, nnx.Param)))
+    assert h.hourglass.cfg.dtype is None  # returned computing in float32 again
+    assert lh[-1] < 2 * la[-1] and not np.allclose(lh, la)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        TrainConfig(compute_dtype="float16")

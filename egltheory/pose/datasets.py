@@ -11,12 +11,14 @@ MPII; for LSP a square around the joints' bounding box.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 from egltheory.files import DamagedFileError, atomic_write_bytes
@@ -83,6 +85,15 @@ class PoseDataset:
         if self.metric == "pckh":
             return head_normaliser(self.head_boxes, convention)
         return np.maximum(torso_diameter(self.joints, self.joint_names), 1e-6)
+
+    @functools.cached_property
+    def on_device(self):
+        """``(images uint8, joints float32, visible bool)`` as device arrays, copied once."""
+        return (
+            jnp.asarray(self.images),
+            jnp.asarray(self.joints, jnp.float32),
+            jnp.asarray(self.visible),
+        )
 
     def subset(self, indices) -> PoseDataset:
         idx = np.asarray(indices)

@@ -9,17 +9,22 @@ unannotated joints). The same ``l`` is the loss whose gradient EGL++ measures (E
 learning-loss head the objective adds ``ll_weight ×`` the margin ranking loss.
 
 ``train_pose_model`` runs a fixed number of steps over a cycling shuffled order of the labelled
-set, augmenting each batch on the host. The step is one module-level jitted function whose static
-arguments are the architecture and :class:`StepSettings` (what the traced step reads), so it
-compiles once per architecture and settings, whatever the number of epochs. ``init_model`` builds
-a fresh model; passing ``init=`` a previous model fine-tunes it (the EGL++ authors' protocol).
+set. The pool lives on the device (``PoseDataset.on_device``); each step gathers its batch there,
+augments it (:func:`egltheory.pose.transforms.augment_on_device`) and builds the target heatmaps
+inside the compiled program; ``steps_per_dispatch`` steps run per call (``lax.scan``) and losses
+come back to the host once per call, so nothing waits on the host between steps. The program
+(:func:`train_steps`) is one module-level jitted function whose static arguments are the
+architecture and :class:`StepSettings` (what the traced step reads), so it compiles once per
+architecture and settings, whatever the number of epochs. ``compute_dtype="bfloat16"`` computes
+in bfloat16 with float32 parameters and optimiser state. ``init_model`` builds a fresh model;
+passing ``init=`` a previous model fine-tunes it (the EGL++ authors' protocol).
 ``infer`` returns the last stack's heatmaps, the embeddings and (if present) predicted losses.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -29,10 +34,15 @@ import optax
 from flax import nnx
 
 from egltheory.pose.datasets import PoseDataset
-from egltheory.pose.hourglass import HourglassConfig
+from egltheory.pose.hourglass import COMPUTE_DTYPES, HourglassConfig
 from egltheory.pose.learning_loss import PoseNet, margin_ranking_loss
 from egltheory.pose.metrics import decode_heatmaps, pck_lsp, pckh
-from egltheory.pose.transforms import augment, gaussian_heatmaps
+from egltheory.pose.transforms import (
+    augment_on_device,
+    augmentation_parameters,
+    flip_permutation,
+    gaussian_heatmaps,
+)
 
 __all__ = [
     "StepSettings",
@@ -45,6 +55,7 @@ __all__ = [
     "preprocess",
     "train_pose_model",
     "train_step",
+    "train_steps",
 ]
 
 
@@ -60,11 +71,20 @@ class TrainConfig:
     augment: bool = True
     max_rotation_deg: float = 30.0
     scale_range: tuple[float, float] = (0.75, 1.25)
+    flip_probability: float = 0.5
     ll_weight: float = 1.0
     ll_margin: float = 1.0
     ll_detach_features: bool = True
+    compute_dtype: str = "float32"
+    steps_per_dispatch: int = 8
 
     def __post_init__(self) -> None:
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
+            )
+        if self.steps_per_dispatch < 1:
+            raise ValueError(f"steps_per_dispatch must be >= 1, got {self.steps_per_dispatch}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2 or self.batch_size % 2:
@@ -74,8 +94,9 @@ class TrainConfig:
         if self.optimizer not in ("adam", "rmsprop"):
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
 
-    def step_settings(self) -> StepSettings:
-        """The settings the compiled training step reads (not epochs, batch or augmentation)."""
+    def step_settings(self, flip_pairs=()) -> StepSettings:
+        """The settings the compiled training steps read (not the number of epochs)."""
+        n_joints = 1 + max((max(pair) for pair in flip_pairs), default=-1)
         return StepSettings(
             optimizer=self.optimizer,
             learning_rate=self.learning_rate,
@@ -83,6 +104,11 @@ class TrainConfig:
             ll_weight=self.ll_weight,
             ll_margin=self.ll_margin,
             ll_detach_features=self.ll_detach_features,
+            augment=self.augment,
+            max_rotation_deg=self.max_rotation_deg,
+            scale_range=tuple(self.scale_range),
+            flip_probability=self.flip_probability,
+            flip_perm=flip_permutation(n_joints, flip_pairs),
         )
 
 
@@ -96,6 +122,11 @@ class StepSettings:
     ll_weight: float
     ll_margin: float
     ll_detach_features: bool
+    augment: bool = False
+    max_rotation_deg: float = 0.0
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    flip_probability: float = 0.0
+    flip_perm: tuple[int, ...] = ()
 
     def make_optimizer(self) -> optax.GradientTransformation:
         if self.optimizer == "adam":
@@ -141,21 +172,78 @@ def _loss(graphdef, settings, heatmap_size, stride, use_ll, params, rest, images
     return loss, nnx.state(model, nnx.BatchStat)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "settings", "heatmap_size", "stride", "use_ll"))
-def train_step(
-    graphdef, settings: StepSettings, heatmap_size, stride, use_ll, params, rest, opt_state,
-    images, joints, visible,
-):  # fmt: skip
-    """One optimiser step: ``(params, rest, opt_state, loss)`` after a batch ``images [B, S, S,
-    3]`` float32, ``joints [B, J, 2]``, ``visible [B, J]`` (targets built inside the step)."""
+def _one_step(graphdef, settings, heatmap_size, stride, use_ll, state, batch):
+    params, rest, opt_state = state
+    images, joints, visible = batch
     loss_fn = partial(_loss, graphdef, settings, heatmap_size, stride, use_ll)
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, rest, images, joints, visible
     )
     updates, opt_state = settings.make_optimizer().update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    rest = nnx.merge_state(rest, new_stats)
-    return params, rest, opt_state, loss
+    return (params, nnx.merge_state(rest, new_stats), opt_state), loss
+
+
+@partial(jax.jit, static_argnames=("graphdef", "settings", "heatmap_size", "stride", "use_ll"))
+def train_step(
+    graphdef, settings: StepSettings, heatmap_size, stride, use_ll, params, rest, opt_state,
+    images, joints, visible,
+):  # fmt: skip
+    """One optimiser step on a prepared batch: ``images [B, S, S, 3]`` float32 in [−0.5, 0.5],
+    ``joints [B, J, 2]``, ``visible [B, J]`` → ``(params, rest, opt_state, loss)``."""
+    state, loss = _one_step(graphdef, settings, heatmap_size, stride, use_ll,
+                            (params, rest, opt_state), (images, joints, visible))  # fmt: skip
+    return (*state, loss)
+
+
+@partial(
+    jax.jit,
+    static_argnames=("graphdef", "settings", "heatmap_size", "stride", "use_ll"),
+    donate_argnames=("params", "rest", "opt_state"),
+)
+def train_steps(
+    graphdef, settings: StepSettings, heatmap_size, stride, use_ll, params, rest, opt_state,
+    pool_images, pool_joints, pool_visible, batches, keys, active,
+):  # fmt: skip
+    """``T`` optimiser steps in one program (``lax.scan``), the pool on the device.
+
+    pool_images [N, S, S, 3] uint8, pool_joints [N, J, 2], pool_visible [N, J]; batches [T, B]
+    pool indices; keys [T] (augmentation); active [T] bool (inactive steps leave the state
+    unchanged: a fixed T serves any number of steps). → ``(params, rest, opt_state, losses [T])``.
+    """
+    step = partial(_one_step, graphdef, settings, heatmap_size, stride, use_ll)
+
+    def body(state, inputs):
+        idx, key, on = inputs
+        images, joints, visible = pool_images[idx], pool_joints[idx], pool_visible[idx]
+        if settings.augment:
+            params_aug = augmentation_parameters(
+                key, idx.shape[0], settings.max_rotation_deg, settings.scale_range,
+                settings.flip_probability,
+            )  # fmt: skip
+            images, joints, visible = augment_on_device(
+                images, joints, visible, settings.flip_perm, *params_aug
+            )
+        else:
+            images = images.astype(jnp.float32) / 255.0
+        batch = (images - 0.5, joints.astype(jnp.float32), visible)
+        return jax.lax.cond(on, step, lambda st, _: (st, jnp.float32(jnp.nan)), state, batch)
+
+    (params, rest, opt_state), losses = jax.lax.scan(
+        body, (params, rest, opt_state), (batches, keys, active)
+    )
+    return params, rest, opt_state, losses
+
+
+def _compute_view(model: PoseNet, compute_dtype: str) -> PoseNet:
+    """``model`` (shared arrays) computing in ``compute_dtype``; parameters stay float32."""
+    dtype = None if compute_dtype == "float32" else jnp.bfloat16
+    cfg = replace(model.hourglass.cfg, dtype=dtype)
+    if cfg == model.hourglass.cfg:
+        return model
+    learning_loss = model.loss_module is not None
+    twin = nnx.eval_shape(lambda: PoseNet(cfg, learning_loss=learning_loss, rngs=nnx.Rngs(0)))
+    return nnx.merge(nnx.graphdef(twin), nnx.state(model))
 
 
 def train_pose_model(
@@ -170,7 +258,8 @@ def train_pose_model(
 ) -> tuple[PoseNet, np.ndarray]:
     """Train on ``data.subset(labelled)``; from ``init`` (fine-tune) or a fresh model (seed).
 
-    Returns (model in eval mode, per-step losses [n_steps]).
+    Returns (model in eval mode, per-step losses [n_steps]). The batch order comes from
+    ``numpy.random.default_rng(seed)``, the augmentation from ``jax.random.key(seed)``.
     """
     labelled = np.asarray(labelled)
     if labelled.ndim != 1 or labelled.size == 0:
@@ -181,45 +270,46 @@ def train_pose_model(
         )
     rng = np.random.default_rng(seed)
     model = init_model(model_cfg, seed, learning_loss) if init is None else nnx.clone(init)
+    model = _compute_view(model, train_cfg.compute_dtype)
     use_ll = model.loss_module is not None
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    settings = train_cfg.step_settings()
+    # Own copies: the steps donate their buffers, and ``init``'s arrays must survive.
+    params, rest = jax.tree.map(jnp.copy, (params, rest))
+    settings = train_cfg.step_settings(data.flip_pairs)
     opt_state = settings.make_optimizer().init(params)
-    step = partial(
-        train_step, graphdef, settings, model_cfg.heatmap_size, 4, use_ll and settings.ll_weight > 0
-    )
-    bs = train_cfg.batch_size
+    run = partial(train_steps, graphdef, settings, model_cfg.heatmap_size, 4,
+                  use_ll and settings.ll_weight > 0)  # fmt: skip
+    bs, per_call = train_cfg.batch_size, train_cfg.steps_per_dispatch
     n_steps = train_cfg.epochs * math.ceil(len(labelled) / bs)
-    order = np.concatenate(
-        [rng.permutation(labelled) for _ in range(math.ceil(n_steps * bs / len(labelled)) + 1)]
+    n_calls = math.ceil(n_steps / per_call)
+    order = (
+        np.concatenate(
+            [
+                rng.permutation(labelled)
+                for _ in range(math.ceil(n_calls * per_call * bs / len(labelled)) + 1)
+            ]
+        )[: n_calls * per_call * bs]
+        .reshape(n_calls, per_call, bs)
+        .astype(np.int32)
     )
-    losses = np.empty(n_steps)
-    iterator = range(n_steps)
+    keys = jax.random.split(jax.random.key(seed), n_calls * per_call).reshape(n_calls, per_call)
+    active = (np.arange(n_calls * per_call) < n_steps).reshape(n_calls, per_call)
+    pool = data.on_device
+    calls = range(n_calls)
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc="train", leave=False)
-    for t in iterator:
-        idx = order[t * bs : (t + 1) * bs]
-        if train_cfg.augment:
-            imgs, joints, vis = augment(
-                rng,
-                data.images[idx],
-                data.joints[idx],
-                data.visible[idx],
-                data.flip_pairs,
-                train_cfg.max_rotation_deg,
-                train_cfg.scale_range,
-            )
-            imgs = imgs - 0.5
-        else:
-            imgs, joints, vis = preprocess(data.images[idx]), data.joints[idx], data.visible[idx]
-        params, rest, opt_state, loss = step(params, rest, opt_state, imgs, joints, vis)
-        losses[t] = float(loss)
+        calls = tqdm(calls, desc="train", leave=False)
+    losses = []
+    for c in calls:
+        params, rest, opt_state, loss = run(params, rest, opt_state, *pool, order[c], keys[c],
+                                            active[c])  # fmt: skip
+        losses.append(loss)  # fetched once, after the last call
     model = nnx.merge(graphdef, params, rest)
+    model = _compute_view(model, "float32")
     model.eval()
-    return model, losses
+    return model, np.concatenate(jax.device_get(losses))[:n_steps]
 
 
 @partial(jax.jit, static_argnames=("graphdef",))

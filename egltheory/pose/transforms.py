@@ -3,16 +3,28 @@
 Coordinates are ``(x, y)`` in pixels with pixel centres at integers (:mod:`egltheory.pose.metrics`).
 **Heatmaps**: ``gaussian_heatmaps`` (σ in heatmap pixels, unnormalised peak 1, zero for invisible
 joints), in ``jax.numpy`` so training builds targets inside the jitted step. **Augmentation**:
-``augment`` = random flip (left/right joints swapped), scale and rotation about the crop centre,
-one bilinear resampling of the whole batch in NumPy.
+random flip (left/right joints swapped), scale and rotation about the crop centre, one bilinear
+resampling of the whole batch: on the device inside the training step (:func:`augment_on_device`,
+float32) or on the host (:func:`augment`, NumPy float64, the reference it is tested against).
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["affine_sample", "augment", "crop_person", "gaussian_heatmaps"]
+__all__ = [
+    "affine_sample",
+    "affine_sample_on_device",
+    "augment",
+    "augment_on_device",
+    "augment_with",
+    "augmentation_parameters",
+    "crop_person",
+    "flip_permutation",
+    "gaussian_heatmaps",
+]
 
 
 def affine_sample(images: np.ndarray, matrices: np.ndarray, out_size: int) -> np.ndarray:
@@ -66,6 +78,50 @@ def _invert_affine(m: np.ndarray) -> np.ndarray:
     return np.concatenate([a_inv, -np.einsum("nij,nj->ni", a_inv, m[:, :, 2])[..., None]], axis=-1)
 
 
+def _augmentation_matrix_np(angle, scale, flip, size: int) -> np.ndarray:
+    """Forward maps input → output pixel ``[B, 2, 3]``: rotation by ``angle`` and scaling about
+    the crop centre, then an optional mirror (``flip``)."""
+    b = len(angle)
+    ctr = (size - 1) / 2
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    fwd = np.zeros((b, 2, 3))
+    fwd[:, 0, 0], fwd[:, 0, 1], fwd[:, 1, 0], fwd[:, 1, 1] = cos, -sin, sin, cos
+    fwd[:, :, 2] = ctr - np.einsum("nij,j->ni", fwd[:, :, :2], np.array([ctr, ctr]))
+    mirror = np.where(flip, -1.0, 1.0)
+    fwd[:, 0, :] *= mirror[:, None]
+    fwd[:, 0, 2] += np.where(flip, size - 1, 0.0)
+    return fwd
+
+
+def flip_permutation(n_joints: int, flip_pairs) -> tuple[int, ...]:
+    """Joint order after a horizontal flip: each (left, right) pair swapped."""
+    perm = list(range(n_joints))
+    for left, right in flip_pairs:
+        perm[left], perm[right] = right, left
+    return tuple(perm)
+
+
+def augment_with(images, joints, visible, flip_pairs, angle, scale, flip):
+    """Newell's augmentation with given parameters ``angle [B]`` (radians), ``scale [B]``,
+    ``flip [B]`` bool (NumPy, float64 geometry: the reference for :func:`augment_on_device`).
+
+    images: [B, S, S, 3] uint8; joints: [B, J, 2]; visible: [B, J] bool
+    -> (images float32 [B, S, S, 3] in [0, 1], joints [B, J, 2], visible [B, J]).
+    A flip mirrors x and swaps each (left, right) pair; joints leaving the crop become invisible.
+    """
+    s = images.shape[1]
+    fwd = _augmentation_matrix_np(np.asarray(angle), np.asarray(scale), np.asarray(flip), s)
+    out = affine_sample(images, _invert_affine(fwd), s) / 255.0
+    new_joints = _apply_affine(np.asarray(joints, dtype=np.float64), fwd)
+    new_vis = np.asarray(visible).copy()
+    perm = np.asarray(flip_permutation(joints.shape[1], flip_pairs))
+    flip = np.asarray(flip)
+    new_joints = np.where(flip[:, None, None], new_joints[:, perm], new_joints)
+    new_vis = np.where(flip[:, None], new_vis[:, perm], new_vis)
+    new_vis &= np.all((new_joints >= 0) & (new_joints <= s - 1), axis=-1)
+    return out.astype(np.float32), new_joints.astype(np.float32), new_vis
+
+
 def augment(
     rng: np.random.Generator,
     images: np.ndarray,
@@ -76,35 +132,74 @@ def augment(
     scale_range: tuple[float, float] = (0.75, 1.25),
     flip_probability: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random flip / scale / rotation about the crop centre (Newell's augmentation).
-
-    images: [B, S, S, 3] uint8; joints: [B, J, 2]; visible: [B, J] bool
-    -> (images float32 [B, S, S, 3] in [0, 1], joints [B, J, 2], visible [B, J]).
-    A flip mirrors x and swaps each (left, right) pair; joints leaving the crop become invisible.
-    """
-    b, s = len(images), images.shape[1]
+    """Random flip / scale / rotation about the crop centre (Newell's augmentation) on the host,
+    parameters from ``rng``; :func:`augment_with` does the work."""
+    b = len(images)
     angle = np.deg2rad(rng.uniform(-max_rotation_deg, max_rotation_deg, b))
     scale = rng.uniform(*scale_range, b)
     flip = rng.random(b) < flip_probability
+    return augment_with(images, joints, visible, flip_pairs, angle, scale, flip)
+
+
+def augmentation_parameters(key, batch: int, max_rotation_deg, scale_range, flip_probability):
+    """``(angle [B] radians, scale [B], flip [B] bool)`` drawn on the device from ``key``."""
+    k_angle, k_scale, k_flip = jax.random.split(key, 3)
+    limit = jnp.deg2rad(max_rotation_deg)
+    angle = jax.random.uniform(k_angle, (batch,), minval=-limit, maxval=limit)
+    scale = jax.random.uniform(k_scale, (batch,), minval=scale_range[0], maxval=scale_range[1])
+    flip = jax.random.uniform(k_flip, (batch,)) < flip_probability
+    return angle, scale, flip
+
+
+def affine_sample_on_device(images: jax.Array, inverse: jax.Array, out_size: int) -> jax.Array:
+    """:func:`affine_sample` in ``jax.numpy`` (traceable): bilinear, zero padding.
+
+    images: [B, H, W, C] (any dtype); inverse: [B, 2, 3] OUTPUT → INPUT pixel maps
+    -> [B, out_size, out_size, C] float32.
+    """
+    b, h, w, c = images.shape
+    grid = jnp.arange(out_size, dtype=jnp.float32)
+    xx, yy = grid[None, :], grid[:, None]
+    m = inverse.astype(jnp.float32)
+    src_x = m[:, 0, 0, None, None] * xx + m[:, 0, 1, None, None] * yy + m[:, 0, 2, None, None]
+    src_y = m[:, 1, 0, None, None] * xx + m[:, 1, 1, None, None] * yy + m[:, 1, 2, None, None]
+    x0, y0 = jnp.floor(src_x), jnp.floor(src_y)
+    fx, fy = (src_x - x0)[..., None], (src_y - y0)[..., None]
+    x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    flat = images.reshape(b, h * w, c).astype(jnp.float32)
+
+    def tap(yi, xi):
+        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        index = (jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)).reshape(b, -1)
+        vals = jnp.take_along_axis(flat, index[..., None], axis=1).reshape(b, *yi.shape[1:], c)
+        return jnp.where(ok[..., None], vals, 0.0)
+
+    return (1 - fy) * ((1 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1)) + fy * (
+        (1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)
+    )
+
+
+def augment_on_device(images, joints, visible, flip_perm, angle, scale, flip):
+    """:func:`augment_with` in ``jax.numpy`` (traceable, float32 geometry), so training augments
+    inside its compiled step. ``flip_perm``: :func:`flip_permutation` (a static tuple)."""
+    s = images.shape[1]
     ctr = (s - 1) / 2
-    # forward map input -> output: p' = ctr + scale·R(angle)(p − ctr), then optional mirror
-    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
-    fwd = np.zeros((b, 2, 3))
-    fwd[:, 0, 0], fwd[:, 0, 1], fwd[:, 1, 0], fwd[:, 1, 1] = cos, -sin, sin, cos
-    fwd[:, :, 2] = ctr - np.einsum("nij,j->ni", fwd[:, :, :2], np.array([ctr, ctr]))
-    mirror = np.where(flip, -1.0, 1.0)
-    fwd[:, 0, :] *= mirror[:, None]
-    fwd[:, 0, 2] += np.where(flip, s - 1, 0.0)
-    out = affine_sample(images, _invert_affine(fwd), s) / 255.0
-    new_joints = _apply_affine(np.asarray(joints, dtype=np.float64), fwd)
-    new_vis = np.asarray(visible).copy()
-    perm = np.arange(joints.shape[1])
-    for left, right in flip_pairs:
-        perm[left], perm[right] = right, left
-    new_joints = np.where(flip[:, None, None], new_joints[:, perm], new_joints)
-    new_vis = np.where(flip[:, None], new_vis[:, perm], new_vis)
-    new_vis &= np.all((new_joints >= 0) & (new_joints <= s - 1), axis=-1)
-    return out.astype(np.float32), new_joints.astype(np.float32), new_vis
+    cos, sin = jnp.cos(angle) * scale, jnp.sin(angle) * scale
+    # as _augmentation_matrix_np: rotate and scale about the centre, then mirror row 0
+    a = jnp.stack([jnp.stack([cos, -sin], -1), jnp.stack([sin, cos], -1)], 1)  # [B, 2, 2]
+    t = ctr - a @ jnp.array([ctr, ctr], jnp.float32)
+    mirror = jnp.stack([jnp.where(flip, -1.0, 1.0), jnp.ones_like(cos)], -1)  # [B, 2]
+    a, t = a * mirror[..., None], t * mirror
+    t = t.at[:, 0].add(jnp.where(flip, s - 1.0, 0.0))
+    a_inv = jnp.linalg.inv(a)
+    inverse = jnp.concatenate([a_inv, -(a_inv @ t[..., None])], axis=-1)
+    out = affine_sample_on_device(images, inverse, s) / 255.0
+    new_joints = jnp.einsum("nij,nkj->nki", a, joints.astype(jnp.float32)) + t[:, None, :]
+    perm = jnp.asarray(flip_perm)
+    new_joints = jnp.where(flip[:, None, None], new_joints[:, perm], new_joints)
+    new_vis = jnp.where(flip[:, None], visible[:, perm], visible)
+    new_vis &= jnp.all((new_joints >= 0) & (new_joints <= s - 1), axis=-1)
+    return out, new_joints, new_vis
 
 
 def gaussian_heatmaps(joints, visible, heatmap_size: int, stride: int, sigma: float = 1.0):
