@@ -227,10 +227,16 @@ def train_steps(
         else:
             images = images.astype(jnp.float32) / 255.0
         batch = (images - 0.5, joints.astype(jnp.float32), visible)
-        return jax.lax.cond(on, step, lambda st, _: (st, jnp.float32(jnp.nan)), state, batch)
+        new_state, loss = step(state, batch)
+        # An inactive (padding) step keeps the state: a select, not lax.cond (slow on XLA:CPU).
+        new_state = jax.tree.map(lambda a, b: jnp.where(on, a, b), new_state, state)
+        return new_state, jnp.where(on, loss, jnp.nan)
 
+    # XLA:CPU runs convolutions inside a while loop several times slower than straight-line
+    # code (measured: benchmarks/bench_pose.py), so on CPU the T steps are unrolled.
+    unroll = batches.shape[0] if jax.default_backend() == "cpu" else 1
     (params, rest, opt_state), losses = jax.lax.scan(
-        body, (params, rest, opt_state), (batches, keys, active)
+        body, (params, rest, opt_state), (batches, keys, active), unroll=unroll
     )
     return params, rest, opt_state, losses
 
