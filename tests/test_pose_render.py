@@ -1,18 +1,23 @@
 """The synthetic renderer: bit-identical whatever the chunking, the same scene as the previous one.
 
-``egltheory.pose._synthetic_reference`` keeps the previous renderer (full-image float64 NumPy,
+``tests/synthetic_reference.py`` keeps the previous renderer (full-image float64 NumPy,
 scipy blur) and the previous ``make_synthetic`` verbatim around it; the new one
 (``synthetic._render_range``) draws per image in float32 inside bounding boxes. Speed is measured
 in ``benchmarks/bench_render.py``, not here.
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from egltheory.pose import _synthetic_reference as ref
 from egltheory.pose import synthetic as syn
 from egltheory.pose.synthetic import make_synthetic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import synthetic_reference as ref
 
 FIELDS = ("images", "joints", "visible", "head_boxes", "groups", "domains", "occluded")
 # Clean images (before blur and noise) of the new float32 renderer vs the float64 reference.

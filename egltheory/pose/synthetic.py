@@ -17,8 +17,8 @@ Rendering (``_render_range``) is per image in float32: the background is a sum o
 blur is a separable Gaussian; chunks of images are rendered by a thread pool (NumPy releases the
 GIL in array code). All scene parameters are drawn from ``seed`` before any rendering and each
 image's pixel noise comes from its own generator (``SeedSequence(key, spawn_key=(i,))``), so the
-images are bit-identical whatever ``chunk_size`` and ``workers``. ``_synthetic_reference`` keeps
-the previous full-image float64 renderer, against which the tests check this one.
+images are bit-identical whatever ``chunk_size`` and ``workers``. ``tests/synthetic_reference.py``
+keeps the previous full-image float64 renderer, against which the tests check this one.
 """
 
 from __future__ import annotations

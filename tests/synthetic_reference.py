@@ -1,10 +1,11 @@
-"""The previous synthetic renderer (full-image float64 NumPy), kept as a reference.
+"""The previous synthetic renderer (full-image float64 NumPy), kept as a reference (not a test
+module; not part of the package, which does not ship it).
 
 ``make_synthetic`` used to render whole chunks of images at once: every limb, the head disk and
 the occluders over every pixel of every image in float64, then ``scipy.ndimage`` blur per σ and
-pixel noise. ``synthetic._render_range`` now draws the same scene per image in float32, inside
-each shape's bounding box; the tests compare the two (``tests/test_pose_render.py``) and
-``benchmarks/bench_render.py`` times both. Not used to make data.
+pixel noise. ``egltheory.pose.synthetic._render_range`` now draws the same scene per image in
+float32, inside each shape's bounding box; ``tests/test_pose_render.py`` compares the two and
+``benchmarks/bench_render.py`` times both.
 """
 
 from __future__ import annotations
