@@ -107,3 +107,26 @@ def test_bad_inputs_raise_clear_errors():
     fitted = LinearEnsemble().fit(key, X, y)
     with pytest.raises(ValueError, match="2 feature columns"):
         fitted.predict(jnp.ones((3, 5)))
+
+
+def test_x64_off_gives_one_clear_warning_not_a_wall():
+    """With JAX's default float32, fitting and scoring warn once, saying how to enable x64."""
+    import subprocess
+    import sys
+
+    code = """
+import warnings, jax, numpy as np
+warnings.simplefilter("always")
+from egltheory.ensembles import AleatoricEnsemble, LinearEnsemble
+X = np.random.default_rng(0).normal(size=(30, 3)); y = X.sum(1)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for spec in (LinearEnsemble(4), AleatoricEnsemble(4, steps=5)):
+        m = spec.fit(jax.random.key(0), X, y); m.predict(X); m.grad_sq_norm(X)
+texts = [str(w.message) for w in caught]
+assert len(texts) == 1 and "jax_enable_x64" in texts[0], texts
+print("ONE-WARNING")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ONE-WARNING" in out.stdout

@@ -13,6 +13,8 @@ so that Eq. 10's factor ``‖∇_θ f_z(x)‖²`` is a real gradient (THEORY.md,
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,9 +48,31 @@ class FittedEnsemble(Protocol):
         ...
 
 
+def real_dtype():
+    """float64 when JAX's x64 mode is on (the identities then hold to round-off), else float32
+    with one warning saying how to turn it on (instead of one per float64 request)."""
+    if jax.config.jax_enable_x64:
+        return jnp.float64
+    _warn_float32()
+    return jnp.float32
+
+
+@functools.cache
+def _warn_float32() -> None:
+    """Once per process."""
+    warnings.warn(
+        "egltheory.ensembles computes in float64 when jax_enable_x64 is on; it is off, so this "
+        "runs in float32 (identities then hold to ~1e-6 only). Enable it first thing with "
+        "jax.config.update('jax_enable_x64', True).",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
 def validate_inputs(name: str, X, n_features: int | None = None) -> jax.Array:
-    """``X`` as float64 ``[N, d]``; ``ValueError`` on wrong rank, width or non-finite values."""
-    X = jnp.asarray(X, dtype=jnp.float64)
+    """``X`` as a real ``[N, d]`` array (:func:`real_dtype`); ``ValueError`` on wrong rank, width
+    or non-finite values."""
+    X = jnp.asarray(X, dtype=real_dtype())
     if X.ndim != 2:
         raise ValueError(f"`{name}` must have shape [N, d] (2 axes), got shape {tuple(X.shape)}.")
     if n_features is not None and X.shape[1] != n_features:
@@ -60,7 +84,7 @@ def validate_inputs(name: str, X, n_features: int | None = None) -> jax.Array:
 
 
 def validate_training_data(X, y, n_members: int, min_points: int) -> tuple[jax.Array, jax.Array]:
-    """Check a labelled set for an ensemble fit and return ``(X [n, d], y [n])`` as float64.
+    """Check a labelled set for an ensemble fit and return ``(X [n, d], y [n])`` as real arrays.
 
     Raises ``ValueError`` for: ``K < 2``; ``X`` not 2-D; ``y`` not 1-D; mismatched lengths;
     NaN/inf in ``X`` or ``y``; fewer than ``min_points`` labelled points (each bootstrap fit needs
@@ -68,7 +92,7 @@ def validate_training_data(X, y, n_members: int, min_points: int) -> tuple[jax.A
     """
     check_members("n_members", n_members, minimum=2)
     X = validate_inputs("X", X)
-    y = jnp.asarray(y, dtype=jnp.float64)
+    y = jnp.asarray(y, dtype=X.dtype)
     if y.ndim != 1:
         raise ValueError(f"`y` must have shape [n] (1 axis), got shape {tuple(y.shape)}.")
     if X.shape[0] != y.shape[0]:
@@ -91,7 +115,7 @@ def bootstrap_indices(key: jax.Array, n: int, n_members: int) -> jax.Array:
 
 def bootstrap_counts(indices: jax.Array, n: int) -> jax.Array:
     """How often each of the ``n`` points occurs in each replica: ``[K, n]`` -> ``[K, n]``."""
-    return jax.vmap(lambda idx: jnp.bincount(idx, length=n))(indices).astype(jnp.float64)
+    return jax.vmap(lambda idx: jnp.bincount(idx, length=n))(indices).astype(real_dtype())
 
 
 def check_member_count(n_members: int) -> None:

@@ -34,6 +34,7 @@ from egltheory.ensembles.base import (
     ParametricFullDataModel,
     bootstrap_indices,
     check_member_count,
+    real_dtype,
     validate_inputs,
     validate_training_data,
 )
@@ -85,16 +86,16 @@ def build_gp(
         "matern52": gpx.kernels.Matern52,
     }[kernel]
     prior = gpx.gps.Prior(
-        mean_function=gpx.mean_functions.Constant(jnp.asarray(mean, dtype=jnp.float64)),
+        mean_function=gpx.mean_functions.Constant(jnp.asarray(mean, dtype=real_dtype())),
         kernel=kernel_class(
-            lengthscale=jnp.asarray(lengthscale, dtype=jnp.float64),
-            variance=jnp.asarray(variance, dtype=jnp.float64),
+            lengthscale=jnp.asarray(lengthscale, dtype=real_dtype()),
+            variance=jnp.asarray(variance, dtype=real_dtype()),
             n_dims=n_dims,
         ),
         jitter=jitter,
     )
     likelihood = gpx.likelihoods.Gaussian(
-        obs_stddev=jnp.sqrt(jnp.asarray(noise_variance, dtype=jnp.float64))
+        obs_stddev=jnp.sqrt(jnp.asarray(noise_variance, dtype=real_dtype()))
     )
     return prior * likelihood
 

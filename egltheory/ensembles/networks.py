@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from egltheory.ensembles.base import real_dtype
+
 LossName = Literal["nll", "mse"]
 
 
@@ -42,16 +44,16 @@ class MeanVarianceMLP(nnx.Module):
         widths = [in_features, *hidden]
         self.layers = nnx.List(
             [
-                nnx.Linear(a, b, rngs=rngs, param_dtype=jnp.float64)
+                nnx.Linear(a, b, rngs=rngs, param_dtype=real_dtype())
                 for a, b in itertools.pairwise(widths)
             ]
         )
-        self.mean_head = nnx.Linear(widths[-1], 1, rngs=rngs, param_dtype=jnp.float64)
+        self.mean_head = nnx.Linear(widths[-1], 1, rngs=rngs, param_dtype=real_dtype())
         self.variance_head = nnx.Linear(
             widths[-1],
             1,
             rngs=rngs,
-            param_dtype=jnp.float64,
+            param_dtype=real_dtype(),
             kernel_init=nnx.initializers.zeros,
             bias_init=nnx.initializers.constant(_softplus_inverse(init_variance - min_variance)),
         )
