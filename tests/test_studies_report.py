@@ -123,3 +123,14 @@ def test_detectable_difference_matches_a_monte_carlo_power_check():
     # normal approximation of the noncentral t: within 3 points of 80% at n = 10
     assert 0.77 < power < 0.83
     assert math.isnan(detectable_difference(sd, 1))
+
+
+def test_detectable_difference_in_the_table_uses_the_paired_differences():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(6, 2))
+    other = ref - rng.normal(0.1, 0.05, size=(6, 2))
+    table = paired_table(_rows({"random": other, "egl++": ref}), PCKH, "egl++")
+    e = next(x for x in table if x["strategy"] == "random" and x["cycle"] == 1)
+    d = ref[:, 1] - other[:, 1]
+    assert e["detectable"] == pytest.approx(detectable_difference(np.std(d, ddof=1), 6))
+    assert "*detectable Δ*" in table_markdown(table, PCKH, "egl++")

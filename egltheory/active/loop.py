@@ -101,6 +101,7 @@ def run_active_learning(
     features=None,
     progress: bool = False,
     run_info: dict | None = None,
+    describe_selection: Callable[[np.ndarray], dict] | None = None,
 ) -> list[dict]:
     """Run (or resume) ``n_cycles`` acquisition cycles; returns the ``n_cycles + 1`` records.
 
@@ -122,6 +123,8 @@ def run_active_learning(
       features: optional ``[pool_size, ...]`` pool features, checked for NaN/inf up front.
       progress: show a tqdm bar over cycles.
       run_info: extra JSON metadata stored in ``run.json`` and checked on resume.
+      describe_selection: ``describe_selection(indices) -> dict`` of JSON scalars about the items
+        a cycle labelled (cycle 0: the initial set), stored as the record's ``"selection"``.
 
     Returns:
       Records ``{"cycle", "n_labelled", "strategy", "selected", "metrics"}``, one per cycle.
@@ -181,6 +184,8 @@ def run_active_learning(
                 "metrics": dict(evaluate_fn(model)),
             }
         )
+        if describe_selection is not None:
+            record["selection"] = jsonable(describe_selection(selected if c else state.labelled))
         checkpoint = {
             "cycle": c,
             "labelled": state.labelled,

@@ -81,7 +81,7 @@ class Trial:
     """One paired unit, shared by every strategy: a group and a seed with its pool and models.
 
     ``make_strategy(name)``: the strategy ``name`` on this trial's pool; ``train_fn``,
-    ``evaluate_fn``, ``save_model``, ``load_model``, ``features``: as in
+    ``evaluate_fn``, ``save_model``, ``load_model``, ``features``, ``describe_selection``: as in
     :func:`egltheory.active.run_active_learning`; ``run_info``: the settings a resume must match.
     """
 
@@ -96,6 +96,7 @@ class Trial:
     load_model: Callable | None = None
     features: Any = None
     run_info: dict = field(default_factory=dict)
+    describe_selection: Callable[[np.ndarray], dict] | None = None
 
 
 class StudyDefinition(TypingProtocol):
@@ -114,7 +115,8 @@ class StudyDefinition(TypingProtocol):
 
 
 def rows_of(trial: Trial, records: Sequence[dict]) -> list[dict]:
-    """Long rows of one run: group fields, strategy, seed, cycle, n_labelled, scalar metrics."""
+    """Long rows of one run: group fields, strategy, seed, cycle, n_labelled, scalar metrics and
+    the scalar descriptions of each cycle's selection."""
     rows = []
     for r in records:
         metrics = {  # sorted: fresh and resumed (JSON, sorted) records give the same columns
@@ -122,6 +124,7 @@ def rows_of(trial: Trial, records: Sequence[dict]) -> list[dict]:
             for k, v in sorted(r["metrics"].items())
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
+        selection = dict(sorted(r.get("selection", {}).items()))
         rows.append(
             {
                 **dict(trial.group),
@@ -130,6 +133,7 @@ def rows_of(trial: Trial, records: Sequence[dict]) -> list[dict]:
                 "cycle": r["cycle"],
                 "n_labelled": r["n_labelled"],
                 **metrics,
+                **selection,
             }
         )
     return rows
@@ -185,6 +189,7 @@ def run_study(
                     features=trial.features,
                     progress=progress,
                     run_info=trial.run_info,
+                    describe_selection=trial.describe_selection,
                 )
                 rows += rows_of(trial, records)
                 if log is not None:
