@@ -29,6 +29,7 @@ from egltheory.eglpp import EGLPPOptions, NormEngine
 from egltheory.files import (
     DamagedFileError,
     atomic_write_bytes,
+    atomic_write_text,
     jsonable,
     read_pickle,
     remove_stale_temp_files,
@@ -39,7 +40,7 @@ from egltheory.pose.hourglass import HourglassConfig
 from egltheory.pose.learning_loss import PoseNet
 from egltheory.pose.synthetic import load_synthetic
 from egltheory.pose.training import TrainConfig, evaluate, init_model, train_pose_model
-from egltheory.studies.report import MetricSpec
+from egltheory.studies.report import MetricSpec, curves
 from egltheory.studies.runner import Protocol, Trial
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 DATA_SOURCES = ("synthetic", "mpii", "lsp")
+SYNTHETIC_DOMAINS = ("everyday", "athletic")  # PoseDataset.domains 0 and 1
 # The paper's Table 1 strategies (the EGL++ variants of identity 6 are opt-in).
 PAPER_STRATEGIES = ("random", "core-set", "multi-peak-entropy", "learning-loss", "egl++")
 
@@ -132,8 +134,15 @@ class PoseStudy:
 
     @property
     def metrics(self) -> tuple[MetricSpec, ...]:
+        """Overall test PCKh (PCK on LSP), and on the synthetic data per domain."""
         label = "PCK@0.2" if self.data.source == "lsp" else "PCKh@0.5"
-        return (MetricSpec("mean", label, higher_is_better=True, scale=100.0),)
+        metrics = [MetricSpec("mean", f"{label} (%)", higher_is_better=True, scale=100.0)]
+        if self.data.source == "synthetic":
+            metrics += [
+                MetricSpec(f"mean_domain{d}", f"{label} {name} (%)", True, scale=100.0)
+                for d, name in enumerate(SYNTHETIC_DOMAINS)
+            ]
+        return tuple(metrics)
 
     def settings(self) -> dict:
         return jsonable(
@@ -152,6 +161,10 @@ class PoseStudy:
 
     def write_extras(self, rows, out: Path, progress: bool) -> None:
         from egltheory.pose.figures import plot_eglpp_neighbours
+
+        if self.data.source != "mpii":
+            name = SYNTHETIC_DOMAINS[1] if self.data.source == "synthetic" else "LSPET"
+            atomic_write_text(out / "domains.md", domain_table(rows, name))
 
         strategy = next((s for s in self.protocol.strategies if s.startswith("egl++")), None)
         if strategy is None:
@@ -173,6 +186,27 @@ class PoseStudy:
     def model_config(self, pool: PoseDataset) -> HourglassConfig:
         """The hourglass for ``pool``'s joints."""
         return replace(self.model, n_joints=pool.joints.shape[1])
+
+
+def domain_table(rows, domain_name: str) -> str:
+    """Markdown: per strategy and labelled-set size, the share (mean ± σ over seeds, %) of the
+    images picked that cycle (cycle 0: the initial set) from domain 1 (``domain_name``)."""
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    cells, header = {}, None
+    for s in strategies:
+        _, n_lab, values = curves(rows, "picked_domain1", s)
+        header = header if header is not None else n_lab
+        cells[s] = [f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1) if len(v) > 1 else 0:.1f}"
+                    for v in values.T]  # fmt: skip
+    lines = [
+        f"Share of the images labelled each cycle that are {domain_name} (%), mean ± σ over "
+        "seeds (cycle 0: the initial random set).",
+        "",
+        "| strategy | " + " | ".join(str(n) for n in header) + " |",
+        "|---|" + "---:|" * len(header),
+        *(f"| {s} | " + " | ".join(c) + " |" for s, c in cells.items()),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def load_study_data(data: PoseData, image_size: int) -> tuple[PoseDataset, PoseDataset]:
@@ -264,6 +298,9 @@ def _trials(study: PoseStudy, out: Path, progress: bool) -> Iterator[Trial]:
             save_model=save_model,
             load_model=load,
             run_info=run_info,
+            describe_selection=lambda idx: {
+                "picked_domain1": float(np.mean(pool.domains[np.asarray(idx)] == 1))
+            },
         )
 
 
