@@ -146,11 +146,10 @@ def test_grad_norms_unroll_vmap_and_naive_k_passes_agree(setup):
         PoseEGLPPOptions(compute_dtype="float16")
 
 
-def test_auto_kernel_grad_is_im2col_only_on_cpu_from_the_paper_size_up():
+def test_auto_kernel_grad_is_im2col_only_from_the_paper_size_up():
     paper = HourglassConfig()  # 256 px, 256 channels, depth 4
     small = HourglassConfig(n_stacks=1, channels=32, depth=2, input_size=48)
-    on_cpu = jax.default_backend() == "cpu"
-    assert resolve_kernel_grad("auto", paper) == ("im2col" if on_cpu else "xla")
+    assert resolve_kernel_grad("auto", paper) == "im2col"
     assert resolve_kernel_grad("auto", small) == "xla"
     assert resolve_kernel_grad("auto", replace(paper, channels=128)) == "xla"
     assert resolve_kernel_grad("auto", replace(paper, input_size=128, depth=3)) == "xla"

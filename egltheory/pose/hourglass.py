@@ -28,8 +28,8 @@ derivatives are computed: ``"xla"`` (default) XLA's backward-filter convolutions
 :func:`egltheory.conv.conv_general_dilated` (same values; each kernel gradient is one GEMM on the
 forward's im2col patches, which pays when many pullbacks share one forward on wide layers).
 Models train with ``"xla"``; :func:`with_engine` gives EGL++ scoring a view of the same
-weights with the engine :func:`resolve_kernel_grad` picks (``"auto"``: im2col on the CPU backend
-from the paper's size up; the measurements behind the rule are in docs/pose.md).
+weights with the engine :func:`resolve_kernel_grad` picks (``"auto"``: im2col from the paper's size
+up; the measurements behind the rule are in docs/pose.md).
 """
 
 from __future__ import annotations
@@ -242,16 +242,19 @@ class StackedHourglass(nnx.Module):
 def resolve_kernel_grad(kernel_grad: str, cfg: HourglassConfig) -> str:
     """The kernel-gradient engine for an hourglass of config ``cfg``: ``"xla"`` or ``"im2col"``.
 
-    ``"xla"`` and ``"im2col"`` are returned as given. ``"auto"`` → ``"im2col"`` on the CPU backend
-    for hourglasses at least the paper's size (input ≥ ``IM2COL_MIN_INPUT_SIZE`` px and ≥
-    ``IM2COL_MIN_CHANNELS`` channels), ``"xla"`` otherwise and on every other backend.
+    ``"xla"`` and ``"im2col"`` are returned as given. ``"auto"`` → ``"im2col"`` for hourglasses at
+    least the paper's size (input ≥ ``IM2COL_MIN_INPUT_SIZE`` px and ≥ ``IM2COL_MIN_CHANNELS``
+    channels), ``"xla"`` below it. On CPU the rule is measured (docs/pose.md); on GPUs it follows
+    the measured symptom there (XLA turns vmapped kernel gradients into grouped convolutions far
+    below the chip's rate, where im2col makes them batched GEMMs) and is checked by
+    ``benchmarks/bench_pose.py --gpu``, which times both.
     """
     if kernel_grad not in KERNEL_GRAD_CHOICES:
         raise ValueError(f"kernel_grad must be one of {KERNEL_GRAD_CHOICES}, got {kernel_grad!r}")
     if kernel_grad != "auto":
         return kernel_grad
     large = cfg.input_size >= IM2COL_MIN_INPUT_SIZE and cfg.channels >= IM2COL_MIN_CHANNELS
-    return "im2col" if jax.default_backend() == "cpu" and large else "xla"
+    return "im2col" if large else "xla"
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
