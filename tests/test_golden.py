@@ -1,7 +1,8 @@
 """The study-layer redesign reproduces the pre-redesign results (goldens from commit d38af37).
 
 Selected indices per cycle, metric values, table cells and the theory report are compared
-exactly: runs are bit-reproducible on one machine and CPU (docs/pose.md). On another CPU or JAX
+exactly (the pose golden was regenerated after intentional changes; its file's "history" says
+which): runs are bit-reproducible on one machine and CPU (docs/pose.md). On another CPU or JAX
 version XLA's float code differs, so the comparison is skipped there, saying why. Two documented
 differences: the unified tie rule (report.paired_p_value: p = 0.5 when every paired difference
 is 0; the regression table used to give NaN there), and p-values of CC, now computed as
@@ -77,19 +78,25 @@ def test_regression_study_reproduces_golden(tmp_path):
             assert final["n_labelled"] == old["final_labels"]
 
 
+def _nan_safe(obj):
+    """JSON-like ``obj`` with NaN replaced by a marker, so that == compares it."""
+    if isinstance(obj, dict):
+        return {k: _nan_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_safe(v) for v in obj]
+    if isinstance(obj, float) and np.isnan(obj):
+        return "NaN"
+    return obj
+
+
 def test_pose_study_reproduces_golden(tmp_path):
+    """Regenerated (tests/golden/regenerate.py) after intentional changes of the pose results;
+    the file's history says which. The first pose golden (d38af37) was reproduced exactly by the
+    redesign (commit ab6fbed) before those changes."""
     want = _golden("pose")
     got = _current("pose", tmp_path)
     _same_runs(got["runs"], want["runs"])
-    new = {(e["strategy"], e["cycle"]): e for e in got["table"]}
-    for old in want["table"]:
-        e = new[(old["strategy"], int(old["cycle"]))]
-        assert e["n_labelled"] == int(old["n_labelled"])
-        assert e["mean"] == float(old["mean"])
-        assert e["std"] == float(old["std"])
-        assert e["n_seeds"] == int(old["n_seeds"])
-        old_p = float(old["p_value_vs_egl++"])
-        assert (np.isnan(old_p) and np.isnan(e["p"])) or e["p"] == old_p
+    assert _nan_safe(got["table"]) == _nan_safe(want["table"])
 
 
 def _results(report):
