@@ -11,6 +11,7 @@ NOTEBOOKS = {
     "01_closed_form.ipynb": "nb01_closed_form_check",
     "02_kendall_gal_identity.ipynb": "nb02_identity_rank_gap",
     "03_vector_outputs.ipynb": "nb03_vector_outputs",
+    "04_eglpp_decomposed.ipynb": "nb04_eglpp_decomposed",
 }
 
 

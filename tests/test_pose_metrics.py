@@ -14,6 +14,7 @@ from egltheory.pose.metrics import (
     pck_curve,
     pck_lsp,
     pckh,
+    pckh_per_image,
     torso_diameter,
 )
 from egltheory.pose.skeletons import MPII_JOINTS
@@ -54,6 +55,46 @@ def test_pckh_official_vs_authors_and_mean_excludes_pelvis_thorax():
     assert mean == pytest.approx(13 / 14)
     per_joint_a, mean_a = pckh(pred, gt, visible, boxes, convention="authors")
     assert per_joint_a[0] == 1.0 and mean_a == pytest.approx(1.0)
+
+
+def test_pckh_per_image_hand_computed_and_consistent_with_pckh():
+    gt = np.zeros((3, 16, 2))
+    pred = np.zeros((3, 16, 2))
+    boxes = np.array([[0.0, 0.0, 3.0, 4.0], [0.0, 0.0, 6.0, 8.0], [0.0, 0.0, 3.0, 4.0]])
+    visible = np.ones((3, 16), bool)
+    pelvis, thorax = MPII_JOINTS.index("pelvis"), MPII_JOINTS.index("thorax")
+    # image 0: normaliser 3 (threshold 1.5); joints 0, 1 miss (errors 2, 1.6), joint 2 hits (1.5)
+    pred[0, 0], pred[0, 1], pred[0, 2] = (2.0, 0.0), (0.0, 1.6), (0.9, 1.2)
+    pred[0, pelvis] = (50.0, 0.0)  # not evaluated
+    # image 1: normaliser 6 (threshold 3); 3 evaluated joints invisible, one visible miss (error 4)
+    visible[1, 3:6] = False
+    pred[1, 3] = (100.0, 0.0)  # invisible: ignored
+    pred[1, 8] = (0.0, 4.0)
+    # image 2: only pelvis and thorax visible -> no evaluated joint -> NaN
+    visible[2] = False
+    visible[2, [pelvis, thorax]] = True
+    per_image = pckh_per_image(pred, gt, visible, boxes)
+    np.testing.assert_allclose(per_image[:2], [12 / 14, 10 / 11])
+    assert np.isnan(per_image[2])
+    # The authors' convention (full diagonal 5 -> threshold 2.5) turns image 0's misses into hits.
+    np.testing.assert_allclose(pckh_per_image(pred, gt, visible, boxes, convention="authors")[0], 1)
+    np.testing.assert_allclose(pckh_per_image(pred, gt, visible, boxes, threshold=0.1)[0], 11 / 14)
+    # pckh's mean is the per-image values weighted by their evaluated-joint counts.
+    rng = np.random.default_rng(0)
+    gt, pred = rng.uniform(0, 20, (9, 16, 2)), rng.uniform(0, 20, (9, 16, 2))
+    visible = rng.random((9, 16)) < 0.7
+    boxes = np.column_stack([np.zeros((9, 2)), rng.uniform(4, 12, (9, 2))])
+    per_image = pckh_per_image(pred, gt, visible, boxes)
+    counts = np.delete(visible, [pelvis, thorax], axis=1).sum(1)
+    ok = counts > 0
+    assert np.all(np.isnan(per_image) == ~ok)
+    _, mean = pckh(pred, gt, visible, boxes)
+    np.testing.assert_allclose(np.sum(per_image[ok] * counts[ok]) / counts.sum(), mean)
+    for bad in (np.nan, 0.0, "0.5"):
+        with pytest.raises(ValueError, match="threshold"):
+            pckh_per_image(pred, gt, visible, boxes, threshold=bad)
+    with pytest.raises(ValueError, match="MPII"):
+        pckh_per_image(pred[:, :14], gt[:, :14], visible[:, :14], boxes)
 
 
 def test_pck_lsp_torso_diameter():

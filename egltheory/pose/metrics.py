@@ -7,6 +7,8 @@
   ``convention="authors"`` reproduces the EGL++ authors' public code, which normalises by the FULL
   head diagonal (no 0.6 factor): at the same threshold it is more lenient (threshold × 1/0.6).
   ``pck_curve`` evaluates a grid of thresholds (the authors report areas under such a grid too).
+* ``pckh_per_image``: the same test per image, averaged over that image's visible evaluated
+  joints (NaN for an image with none); their mean weighted by those counts is ``pckh``'s mean.
 * ``pck_lsp``: PCK@0.2 with the torso diameter (left shoulder ↔ right hip) as normaliser.
 * ``decode_heatmaps``: arg-max per joint heatmap refined by a quarter pixel toward the higher
   neighbour (Newell et al.), mapped to input-image pixel coordinates.
@@ -37,6 +39,7 @@ __all__ = [
     "pck_curve",
     "pck_lsp",
     "pckh",
+    "pckh_per_image",
     "torso_diameter",
 ]
 
@@ -107,13 +110,18 @@ def pck(pred, gt, visible, normalisers, threshold: float) -> np.ndarray:
 
     ``threshold`` must be a finite scalar > 0 (a NaN threshold used to give PCK 0 everywhere).
     """
+    return pck_curve(pred, gt, visible, normalisers, [_check_threshold(threshold)])[0]
+
+
+def _check_threshold(threshold) -> float:
+    """A finite scalar > 0 (a NaN threshold used to give PCK 0 everywhere)."""
     try:
         value = np.asarray(threshold, dtype=np.float64)
     except (TypeError, ValueError):
         value = np.asarray(np.nan)
     if isinstance(threshold, str) or value.ndim != 0 or not np.isfinite(value) or value <= 0:
         raise ValueError(f"`threshold` must be a finite scalar > 0, got {threshold!r}.")
-    return pck_curve(pred, gt, visible, normalisers, [float(value)])[0]
+    return float(value)
 
 
 def _visible_mean(per_joint, visible, keep=None) -> float:
@@ -143,19 +151,43 @@ def head_normaliser(head_boxes, convention: str = "official") -> np.ndarray:
     raise ValueError(f"convention must be 'official' or 'authors', got {convention!r}")
 
 
+def _pckh_joints(gt) -> np.ndarray:
+    """[16] bool: the joints PCKh's mean evaluates (all but pelvis and thorax)."""
+    gt_arr = np.asarray(gt)
+    if gt_arr.ndim != 3 or gt_arr.shape[1] != len(MPII_JOINTS):
+        raise ValueError(f"gt must have shape [N, 16, 2] (MPII order), got {gt_arr.shape}")
+    return np.array([j not in ("pelvis", "thorax") for j in MPII_JOINTS])
+
+
 def pckh(pred, gt, visible, head_boxes, threshold: float = 0.5, convention: str = "official"):
     """PCKh (MPII). Returns (per_joint [16], mean over the 14 joints other than pelvis/thorax).
 
     The mean is over all visible instances of those joints (as MPII's table "Total"); NaN when
     there is none. An empty set (N = 0) raises ``ValueError``.
     """
-    gt_arr = np.asarray(gt)
-    if gt_arr.ndim != 3 or gt_arr.shape[1] != len(MPII_JOINTS):
-        raise ValueError(f"gt must have shape [N, 16, 2] (MPII order), got {gt_arr.shape}")
+    keep = _pckh_joints(gt)
     norm = head_normaliser(head_boxes, convention)
     per_joint = pck(pred, gt, visible, norm, threshold)
-    keep = np.array([j not in ("pelvis", "thorax") for j in MPII_JOINTS])
     return per_joint, _visible_mean(per_joint, visible, keep)
+
+
+def pckh_per_image(
+    pred, gt, visible, head_boxes, threshold: float = 0.5, convention: str = "official"
+) -> np.ndarray:
+    """PCKh per image: ``[N]`` share of the image's visible joints other than pelvis/thorax with
+    ``‖pred − gt‖ / head normaliser ≤ threshold`` (:func:`head_normaliser`); NaN for an image with
+    no such joint. Weighted by those joint counts, their mean is :func:`pckh`'s mean.
+    """
+    keep = _pckh_joints(gt)
+    norm = head_normaliser(head_boxes, convention)
+    pred, gt, visible, norm = _check_pose_arrays(pred, gt, visible, norm)
+    value = _check_threshold(threshold)
+    err = np.linalg.norm(np.where(visible[..., None], pred - gt, 0.0), axis=-1) / norm[:, None]
+    scored = visible & keep[None]
+    hits = ((err <= value) & scored).sum(axis=1)
+    counts = scored.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 
 def torso_diameter(gt, joint_names=LSP_JOINTS) -> np.ndarray:

@@ -7,6 +7,10 @@ the group ran, and the one-tailed paired t-test p-value of H1 "the reference str
 (:func:`paired_p_value`). The p-value's rule for ties: when every paired difference is exactly 0
 the test has no evidence either way and p = 0.5 (the t statistic's limit 0/0 taken as 0;
 ``scipy.stats.ttest_rel`` would return NaN); otherwise it is ``ttest_rel``'s.
+
+:func:`spearman_ci` is Spearman's rank correlation with a seeded percentile-bootstrap confidence
+interval, optionally the mean of within-group correlations with a stratified bootstrap (e.g. one
+group per model, whose scores rank only against each other).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -25,11 +30,13 @@ from egltheory.files import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "MetricSpec",
+    "SpearmanCI",
     "curves",
     "detectable_difference",
     "paired_p_value",
     "paired_table",
     "plot_curves",
+    "spearman_ci",
     "table_markdown",
     "write_csv",
     "write_tables",
@@ -77,6 +84,87 @@ def detectable_difference(std_of_differences: float, n_pairs: int, alpha=0.05, p
     df = n_pairs - 1
     factor = stats.t.ppf(1 - alpha, df) + stats.t.ppf(power, df)
     return float(factor * std_of_differences / math.sqrt(n_pairs))
+
+
+class SpearmanCI(NamedTuple):
+    """Spearman's ρ, the bounds of its bootstrap confidence interval, and the pairs and groups
+    it rests on (those without NaN, in the groups whose ρ is defined)."""
+
+    rho: float
+    low: float
+    high: float
+    n: int
+    n_groups: int
+
+
+def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Spearman ρ of ``a``, ``b`` ``[B, N]`` (average ranks for ties; NaN where a row
+    has constant ranks)."""
+    ra = stats.rankdata(a, axis=-1)
+    rb = stats.rankdata(b, axis=-1)
+    ra -= ra.mean(axis=-1, keepdims=True)
+    rb -= rb.mean(axis=-1, keepdims=True)
+    den = np.sqrt(np.sum(ra * ra, axis=-1) * np.sum(rb * rb, axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, np.sum(ra * rb, axis=-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def spearman_ci(
+    a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.95, groups=None
+) -> SpearmanCI:
+    """Spearman's ρ of the pairs ``(a[i], b[i])`` with a percentile-bootstrap confidence interval.
+
+    ``a``, ``b``: ``[N]``; pairs where either is NaN are dropped. The bootstrap draws ``n_boot``
+    resamples of the pairs with replacement from ``numpy.random.default_rng(seed)``; the interval
+    is the ``(1 − level) / 2`` and ``(1 + level) / 2`` quantiles of their ρ. With ``groups``
+    ``[N]`` (labels) the statistic is the mean over groups of the within-group ρ (e.g. one group
+    per model, whose scores rank only against each other), and each resample redraws every
+    group's pairs from that group (stratified).
+
+    ρ is undefined for constant ranks: such a group carries no ranking information and is left
+    out of the mean (``n``, ``n_groups``: the pairs and groups used; none: ρ and bounds NaN); a
+    group that turns constant in a resample is left out of that resample's mean, and a resample
+    with no defined ρ is left out of the quantiles. A group with fewer than 3 pairs raises
+    ``ValueError``.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"`a` and `b` must be paired [N] values, got {a.shape} and {b.shape}.")
+    g = np.zeros(a.shape, np.int64) if groups is None else np.asarray(groups)
+    if g.shape != a.shape:
+        raise ValueError(f"`groups` must have the shape of `a` {a.shape}, got {g.shape}.")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 1:
+        raise ValueError(f"`n_boot` must be an int ≥ 1, got {n_boot!r}.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b, g = a[keep], b[keep], g[keep]
+    if a.size == 0:
+        raise ValueError("`a` and `b` have no pair without NaN.")
+    rng = np.random.default_rng(seed)
+    rhos, boots, used = [], [], 0
+    for label in np.unique(g):
+        ga, gb = a[g == label], b[g == label]
+        if ga.size < 3:
+            raise ValueError(
+                f"group {label!r} has {ga.size} pairs without NaN; Spearman's ρ with a bootstrap "
+                "needs at least 3."
+            )
+        idx = rng.integers(0, ga.size, size=(n_boot, ga.size))  # drawn for every group
+        rho = _spearman_rows(ga[None], gb[None])[0]
+        if np.isfinite(rho):
+            rhos.append(rho)
+            used += ga.size
+            boots.append(_spearman_rows(ga[idx], gb[idx]))
+    nan = float("nan")
+    if not rhos:
+        return SpearmanCI(nan, nan, nan, 0, 0)
+    boots = np.asarray(boots)  # [groups, n_boot]
+    defined = np.isfinite(boots)
+    count = defined.sum(axis=0)
+    boot = np.where(defined, boots, 0.0).sum(axis=0)[count > 0] / count[count > 0]
+    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if boot.size else (nan, nan)
+    return SpearmanCI(float(np.mean(rhos)), float(low), float(high), used, len(rhos))
 
 
 def _ordered(names, preferred: Sequence[str]) -> list[str]:
