@@ -99,6 +99,17 @@ def test_every_parameter_is_used():
         assert float(jnp.max(jnp.abs(g))) > 0, f"unused parameter {path}"
 
 
+def test_heads_start_near_zero():
+    """The heads' N(0, head_init_std²) kernels and zero biases: first heatmaps ≈ 0 (targets peak
+    at 1), while LeCun-normal heads (None) start with unit-scale noise."""
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3), jnp.float32)
+    small = StackedHourglass(TINY, rngs=nnx.Rngs(0))(x)
+    lecun = StackedHourglass(replace(TINY, head_init_std=None), rngs=nnx.Rngs(0))(x)
+    assert float(jnp.max(jnp.abs(small))) < 0.05 < float(jnp.std(lecun))
+    with pytest.raises(ValueError, match="head_init_std"):
+        replace(TINY, head_init_std=0.0)
+
+
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
     cfg = HourglassConfig(1, 8, 1, 3, input_size=16, dtype=jnp.bfloat16)
     model = StackedHourglass(cfg, rngs=nnx.Rngs(0))

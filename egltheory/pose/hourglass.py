@@ -13,9 +13,12 @@ Architecture (Newell's Torch ``hg.lua`` with ``nModules = 1``), for ``channels =
 * Hourglass(n): ``up1 = Res(x)``; ``low = Res(maxpool(x))``; ``low = Hourglass(n-1)(low)`` or
   ``Res(low)`` at ``n = 1``; ``low = Res(low)``; output ``up1 + nearest_upsample(low)``.
 
-Every conv has a bias, as in Newell's code. The paper configuration (2 stacks, 256 channels,
-depth 4, 16 joints) has 6,570,400 trainable parameters (``count_params``; the test recomputes it
-from the formula above).
+Every conv has a bias, as in Newell's code. The heatmap heads start from N(0, ``head_init_std``²)
+weights (default 0.001, as Xiao et al.), so the first heatmaps are ≈ 0; with the LeCun-normal init
+of the other convs their noise would have a mean square of about 0.3, over ten times the targets'
+(σ = 1 Gaussians on a mostly zero map), and training would first spend its steps removing it.
+The paper configuration (2 stacks, 256 channels, depth 4, 16 joints) has 6,570,400 trainable
+parameters (``count_params``; the test recomputes it from the formula above).
 
 The model returns all stacks' heatmaps ``[B, S, H/4, W/4, J]`` (intermediate supervision: the loss
 is applied to every stack). ``forward_with_features`` also returns the EGL++/core-set embedding,
@@ -73,6 +76,9 @@ class HourglassConfig:
 
     ``n_stacks=2, channels=256, depth=4, n_joints=16`` is the paper's (EGL++, Table 1) model.
     ``input_size`` must be divisible by ``4 · 2**depth`` so every pooling level is exact.
+    ``head_init_std``: the heatmap heads (1×1 convs to ``n_joints``) start from N(0, std²) weights
+    and zero bias (Xiao et al.'s SimpleBaselines init), so the first heatmaps are ≈ 0 rather than
+    noise far above the targets' scale; ``None`` = the LeCun-normal init of every other conv.
     """
 
     n_stacks: int = 2
@@ -85,8 +91,11 @@ class HourglassConfig:
     dtype: Any = None
     precision: Any = None
     kernel_grad: str = "xla"
+    head_init_std: float | None = 1e-3
 
     def __post_init__(self) -> None:
+        if self.head_init_std is not None and not self.head_init_std > 0:
+            raise ValueError(f"head_init_std must be > 0 or None, got {self.head_init_std}")
         if self.kernel_grad not in KERNEL_GRADS:
             raise ValueError(f"kernel_grad must be one of {KERNEL_GRADS}, got {self.kernel_grad!r}")
         for name in ("n_stacks", "channels", "depth", "n_joints", "input_size", "in_channels"):
@@ -106,7 +115,17 @@ class HourglassConfig:
         return self.input_size // 4
 
 
-def _conv(cfg: HourglassConfig, c_in: int, c_out: int, k: int, rngs: nnx.Rngs, stride: int = 1):
+def _conv(
+    cfg: HourglassConfig,
+    c_in: int,
+    c_out: int,
+    k: int,
+    rngs: nnx.Rngs,
+    stride: int = 1,
+    init_std: float | None = None,
+):
+    """A biased k×k conv; ``init_std`` = N(0, std²) kernel (else the default LeCun normal)."""
+    extra = {} if init_std is None else {"kernel_init": nnx.initializers.normal(init_std)}
     return nnx.Conv(
         c_in,
         c_out,
@@ -119,6 +138,7 @@ def _conv(cfg: HourglassConfig, c_in: int, c_out: int, k: int, rngs: nnx.Rngs, s
             im2col_conv if cfg.kernel_grad == "im2col" else jax.lax.conv_general_dilated
         ),
         rngs=rngs,
+        **extra,
     )
 
 
@@ -199,7 +219,12 @@ class StackedHourglass(nnx.Module):
         self.post = nnx.List([Residual(cfg, f, f, rngs=rngs) for _ in range(cfg.n_stacks)])
         self.lin_conv = nnx.List([_conv(cfg, f, f, 1, rngs) for _ in range(cfg.n_stacks)])
         self.lin_bn = nnx.List([_bn(cfg, f, rngs) for _ in range(cfg.n_stacks)])
-        self.head = nnx.List([_conv(cfg, f, cfg.n_joints, 1, rngs) for _ in range(cfg.n_stacks)])
+        self.head = nnx.List(
+            [
+                _conv(cfg, f, cfg.n_joints, 1, rngs, init_std=cfg.head_init_std)
+                for _ in range(cfg.n_stacks)
+            ]
+        )
         # Re-injection convs exist only between stacks (none after the last): all params are used.
         self.merge_features = nnx.List([_conv(cfg, f, f, 1, rngs) for _ in range(cfg.n_stacks - 1)])
         self.merge_heatmaps = nnx.List(
