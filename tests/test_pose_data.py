@@ -41,6 +41,11 @@ def test_synthetic_frames_of_a_clip_are_near_duplicates(synth):
     assert within < 0.5 * across
 
 
+def test_max_clip_length_one_gives_singleton_clips():
+    data = make_synthetic(20, seed=5, image_size=32, max_clip_length=1)
+    np.testing.assert_array_equal(data.groups, np.arange(20))
+
+
 def test_athletic_domain_has_wider_poses():
     ev = make_synthetic(300, seed=1, image_size=32, athletic_fraction=0.0)
     at = make_synthetic(300, seed=1, image_size=32, athletic_fraction=1.0)

@@ -410,7 +410,9 @@ def _sample_scene(
         raise ValueError(f"max_clip_length must be >= 1, got {max_clip_length}")
     rng = np.random.default_rng(seed)
     # Clip lengths: half singletons, the rest 2..max (video-like near-duplicates).
-    lengths = np.where(rng.random(n) < 0.5, 1, rng.integers(2, max_clip_length + 1, n))
+    single = rng.random(n) < 0.5
+    multi = rng.integers(2, max_clip_length + 1, n) if max_clip_length > 1 else 1
+    lengths = np.where(single, 1, multi)
     groups = np.repeat(np.arange(n), lengths)[:n]
     n_clips = int(groups[-1]) + 1
     athletic = rng.random(n_clips) < athletic_fraction

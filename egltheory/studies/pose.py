@@ -126,6 +126,11 @@ class PoseStudy:
             raise ValueError(f"`strategies` has unknown names {unknown}; known: {STRATEGIES}.")
         if self.model.input_size % 4:
             raise ValueError("the model's input size must be a multiple of 4 (heatmap stride).")
+        if self.eglpp.heatmap_sigma != self.training.base.heatmap_sigma:
+            raise ValueError(
+                f"EGL++'s ground-truth heatmaps (σ = {self.eglpp.heatmap_sigma}) must match the "
+                f"training targets (σ = {self.training.base.heatmap_sigma})."
+            )
         if self.data.source == "synthetic" and self.protocol.labels_needed > self.data.n_pool:
             raise ValueError(
                 f"the protocol labels {self.protocol.labels_needed} images (n_initial + budget × "
@@ -304,6 +309,12 @@ def _trials(study: PoseStudy, out: Path, progress: bool) -> Iterator[Trial]:
         )
 
 
+# CPU presets (docs/pose.md, "Why the small model did not learn"): 96-px renders, heatmap σ of half
+# a heatmap pixel (below the PCKh@0.5 tolerance, about 1 heatmap pixel at 96 px), Adam 3e-3, and
+# most steps in the base model, which every strategy of a seed shares.
+_CPU_MODEL = HourglassConfig(n_stacks=1, channels=32, depth=2, input_size=96)
+_CPU_TRAIN = TrainConfig(epochs=70, batch_size=16, learning_rate=3e-3, heatmap_sigma=0.5)
+
 PRESETS = {
     "tiny": PoseStudy(
         protocol=Protocol(strategies=PAPER_STRATEGIES, seeds=(0, 1), n_initial=24, budget=12,
@@ -313,12 +324,22 @@ PRESETS = {
         training=PoseTraining(base=TrainConfig(epochs=2, batch_size=8), cycle_epochs=1),
     ),
     "default": PoseStudy(
-        protocol=Protocol(strategies=PAPER_STRATEGIES, seeds=(0, 1, 2), n_initial=100, budget=60,
-                          n_cycles=3, reference="egl++", n_candidates=150),
-        model=HourglassConfig(n_stacks=1, channels=32, depth=2, input_size=48),
+        protocol=Protocol(strategies=PAPER_STRATEGIES, seeds=(0, 1, 2, 3, 4), n_initial=100,
+                          budget=60, n_cycles=3, reference="egl++", n_candidates=150),
+        model=_CPU_MODEL,
         data=PoseData(n_pool=700, n_test=300),
-        training=PoseTraining(base=TrainConfig(epochs=30, batch_size=16), cycle_epochs=5),
-        eglpp=PoseEGLPPOptions(eglpp=EGLPPOptions(engine=NormEngine(cotangents=5))),
+        training=PoseTraining(base=_CPU_TRAIN, cycle_epochs=5),
+        eglpp=PoseEGLPPOptions(eglpp=EGLPPOptions(engine=NormEngine(cotangents=5)),
+                               heatmap_sigma=0.5),
+    ),
+    "cpu": PoseStudy(
+        protocol=Protocol(strategies=PAPER_STRATEGIES, seeds=tuple(range(10)), n_initial=100,
+                          budget=60, n_cycles=5, reference="egl++", n_candidates=150),
+        model=_CPU_MODEL,
+        data=PoseData(n_pool=700, n_test=300),
+        training=PoseTraining(base=replace(_CPU_TRAIN, epochs=100), cycle_epochs=8),
+        eglpp=PoseEGLPPOptions(eglpp=EGLPPOptions(engine=NormEngine(cotangents=5)),
+                               heatmap_sigma=0.5),
     ),
     "paper": PoseStudy(
         protocol=Protocol(strategies=PAPER_STRATEGIES, seeds=(0, 1, 2, 3, 4), n_initial=1000,
