@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from egltheory.pose.acquisition import STRATEGIES
+from egltheory.studies.pose import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "pose_eglpp.py"
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pose_e2e")]
+STRATEGIES = PRESETS["tiny"].protocol.strategies
 
 
 def _rows(out):

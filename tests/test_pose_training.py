@@ -79,6 +79,26 @@ def test_step_compiles_once_per_architecture_whatever_the_epochs():
     assert train_steps._cache_size() == 3
 
 
+def _is_bias_before_batchnorm(path) -> bool:
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    module = [n for n in names[:-2] if not n.isdigit()][-1]
+    return names[-2:] == ["bias", "value"] and module != "head" and "bn" not in module
+
+
+def _training_mode_gradients(model, data):
+    """Gradients of a heatmap loss on 8 images, BatchNorm on batch statistics, as leaves in
+    the order of ``nnx.state(model, nnx.Param)``."""
+    model.train()
+    images = jnp.asarray(data.images[:8], jnp.float32) / 255.0
+
+    def loss(m):
+        return jnp.mean(m.hourglass(images) ** 2)
+
+    grads = nnx.grad(loss)(model)
+    model.eval()
+    return jax.tree.leaves(grads)
+
+
 def test_steps_per_dispatch_and_bfloat16_training():
     """The number of steps per call does not change training; bfloat16 compute keeps float32
     parameters and trains to a similar loss."""
@@ -87,9 +107,22 @@ def test_steps_per_dispatch_and_bfloat16_training():
     a, la = train_pose_model(data, np.arange(12), CFG, base, 0)
     b, lb = train_pose_model(data, np.arange(12), CFG, replace(base, steps_per_dispatch=3), 0)
     np.testing.assert_allclose(la, lb, rtol=1e-5)
-    pa, pb = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (a, b))
-    for x, y in zip(pa, pb, strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    # The two dispatch sizes compile different programs, so they round differently. Every conv
+    # bias but the heads' feeds a BatchNorm, which in training mode removes any constant shift:
+    # their gradient is zero in exact arithmetic, and Adam turns its rounding noise into ±lr steps.
+    # Compare every other parameter; check that the excluded ones really have no gradient.
+    flat_a = jax.tree_util.tree_flatten_with_path(nnx.state(a, nnx.Param))[0]
+    flat_b = jax.tree.leaves(nnx.state(b, nnx.Param))
+    null = [_is_bias_before_batchnorm(path) for path, _ in flat_a]
+    assert 0 < sum(null) < len(null)
+    for (_, x), y, skip in zip(flat_a, flat_b, null, strict=True):
+        if not skip:
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    grads = _training_mode_gradients(a, data)
+    scale = max(float(jnp.abs(g).max()) for g in grads)
+    for g, skip in zip(grads, null, strict=True):
+        if skip:
+            assert float(jnp.abs(g).max()) < 1e-5 * scale
     h, lh = train_pose_model(data, np.arange(12), CFG, replace(base, compute_dtype="bfloat16"), 0)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(h, nnx.Param)))
     assert h.hourglass.cfg.dtype is None  # returned computing in float32 again
