@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from egltheory.studies.pose import PRESETS
@@ -45,6 +46,7 @@ def test_tiny_preset_writes_table_and_figures(full_run):
         "rows.csv",
         "learning_curves.png",
         "eglpp_neighbours.png",
+        "fit.md",
     ):
         assert (out / name).stat().st_size > 0, name
     rows = _rows(out)
@@ -59,6 +61,23 @@ def test_tiny_preset_writes_table_and_figures(full_run):
     assert len({tuple(v) for v in first.values()}) == 1
     table = (out / "table.md").read_text()
     assert "egl++" in table and "PCKh@0.5" in table
+
+
+def test_fit_table_reevaluates_the_saved_final_models(full_run):
+    """fit.md's test column re-evaluates the saved final checkpoints: it must reproduce the
+    final cycle's test PCKh recorded during the run (mean ± σ over the seeds)."""
+    _, out = full_run
+    rows = _rows(out)
+    fit = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+           for line in (out / "fit.md").read_text().splitlines()
+           if line.startswith("| ") and not line.startswith("| strategy")}  # fmt: skip
+    assert set(fit) == set(STRATEGIES)
+    for s in STRATEGIES:
+        final = [100 * float(r["mean"]) for r in rows if r["strategy"] == s and r["cycle"] == "2"]
+        mean, sd = (float(x) for x in fit[s][2].split(" ± "))
+        assert fit[s][0] == "48"
+        assert abs(mean - np.mean(final)) < 0.006 and abs(sd - np.std(final, ddof=1)) < 0.006
+        assert 0 <= float(fit[s][1].split(" ± ")[0]) <= 100
 
 
 def test_kill_and_resume_matches_uninterrupted_run(full_run):

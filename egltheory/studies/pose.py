@@ -6,9 +6,10 @@ base model trained on it (cached in ``out/base_models``, shared by all strategie
 then every strategy runs cycles of selection → labelling (from the held ground truth) → training
 (fine-tune from the previous cycle's model, as the authors, or retrain) → evaluation on the test
 set. Every model carries a learning-loss head trained on detached features, so one base model
-serves all strategies and the head does not change the pose network. Besides the shared report,
-``eglpp_neighbours.png`` is the paper's Fig. 3, drawn with the final model of the first seed's
-EGL++ run (:mod:`egltheory.pose.figures`).
+serves all strategies and the head does not change the pose network. Besides the shared report:
+``domains.md`` (which domain each strategy picked), ``fit.md`` (the final models' PCKh on their own
+labelled images against the test set) and ``eglpp_neighbours.png``, the paper's Fig. 3, drawn with
+the final model of the first seed's EGL++ run (:mod:`egltheory.pose.figures`).
 """
 
 from __future__ import annotations
@@ -171,13 +172,14 @@ class PoseStudy:
             name = SYNTHETIC_DOMAINS[1] if self.data.source == "synthetic" else "LSPET"
             atomic_write_text(out / "domains.md", domain_table(rows, name))
 
+        pool, test = load_study_data(self.data, self.model.input_size)
+        atomic_write_text(out / "fit.md", self.fit_table(out, pool, test))
         strategy = next((s for s in self.protocol.strategies if s.startswith("egl++")), None)
         if strategy is None:
             return
         seed = self.protocol.seeds[0]
         run = out / "runs" / strategy / f"seed_{seed}"
-        cycle = max(int(p.stem.split("_")[1]) for p in run.glob("checkpoint_*.model"))
-        pool, _ = load_study_data(self.data, self.model.input_size)
+        cycle = _last_checkpoint(run)
         model = model_loader(self.model_config(pool))(run / f"checkpoint_{cycle:04d}.model")
         labelled = read_pickle(run / f"checkpoint_{cycle:04d}.pkl")["labelled"]
         cand = np.setdiff1d(np.arange(len(pool)), labelled)[: self.protocol.n_candidates]
@@ -187,6 +189,31 @@ class PoseStudy:
             caption=f"model after cycle {cycle} of the {strategy} run, seed {seed} "
             f"({labelled.size} labelled images); exact EGL++",
         )  # fmt: skip
+
+    def fit_table(self, out: Path, pool: PoseDataset, test: PoseDataset) -> str:
+        """Markdown: how well each strategy's final models fit the images they were trained on
+        (the labelled set, unaugmented) against the test set; mean ± σ over seeds, in %."""
+        load = model_loader(self.model_config(pool))
+        lines = [
+            "Final models: PCKh@0.5 (%) on their own labelled images (no augmentation) and on "
+            "the test set, mean ± σ over seeds.",
+            "",
+            "| strategy | labelled | train | test |",
+            "|---|---:|---:|---:|",
+        ]
+        for strategy in self.protocol.strategies:
+            fit, held_out, sizes = [], [], set()
+            for seed in self.protocol.seeds:
+                run = out / "runs" / strategy / f"seed_{seed}"
+                cycle = _last_checkpoint(run)
+                model = load(run / f"checkpoint_{cycle:04d}.model")
+                labelled = read_pickle(run / f"checkpoint_{cycle:04d}.pkl")["labelled"]
+                sizes.add(int(labelled.size))
+                fit.append(100 * evaluate(model, pool.subset(labelled))["mean"])
+                held_out.append(100 * evaluate(model, test)["mean"])
+            lines.append(f"| {strategy} | {'/'.join(map(str, sorted(sizes)))} | "
+                         f"{_mean_sd(fit)} | {_mean_sd(held_out)} |")  # fmt: skip
+        return "\n".join(lines) + "\n"
 
     def model_config(self, pool: PoseDataset) -> HourglassConfig:
         """The hourglass for ``pool``'s joints."""
@@ -246,6 +273,18 @@ def model_loader(cfg: HourglassConfig):
         return model
 
     return load
+
+
+def _last_checkpoint(run: Path) -> int:
+    cycles = [int(p.stem.split("_")[1]) for p in run.glob("checkpoint_*.model")]
+    if not cycles:
+        raise FileNotFoundError(f"no checkpoint_*.model in {run}: the run has not finished")
+    return max(cycles)
+
+
+def _mean_sd(values) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():.2f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.2f}"
 
 
 def _seed_from_key(key: jax.Array) -> int:
