@@ -1,9 +1,10 @@
 """Pose benchmark: EGL++ scoring and training throughput on the current backend (CPU or GPU).
 
-    python benchmarks/bench_pose.py                 # CPU-preset model (48 px, 1 stack, 32 ch)
+    python benchmarks/bench_pose.py                 # CPU-preset model (96 px, 1 stack, 32 ch)
     python benchmarks/bench_pose.py --gpu           # paper-size model (256 px, 2 stacks, 256 ch),
                                                     # the table of issue 12; runs on CPU too (slow)
     python benchmarks/bench_pose.py --size paper --images 2 --chunk 2   # paper size on a CPU
+    python benchmarks/bench_pose.py --size paper --parts estimators   # one part only
 
 Everything is measured in one process on the same weights; times are steady state (best of
 ``--repeats`` calls after a first call, which includes compilation and is reported separately).
@@ -53,9 +54,12 @@ from egltheory.pose.transforms import augment
 from egltheory.studies.pose import PRESETS
 
 SIZES = {
-    "cpu": HourglassConfig(n_stacks=1, channels=32, depth=2, n_joints=16, input_size=48),
+    "cpu": HourglassConfig(n_stacks=1, channels=32, depth=2, n_joints=16, input_size=96),
     "paper": HourglassConfig(),  # 2 stacks, 256 channels, depth 4, 16 joints, 256 px
 }
+
+
+PARTS = ("engines", "estimators", "training")
 
 
 def _timed(fn, repeats):
@@ -265,6 +269,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=30, help="neighbours")
     ap.add_argument("--train-images", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=2, help="timed calls after the first")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -279,16 +284,22 @@ def main() -> None:
                 ("vmap", "im2col", "float32"), (groups, "xla", "float32"),
                 (groups, "im2col", "float32"), ("vmap", "im2col", "bfloat16"),
                 ("vmap", "xla", "bfloat16")]  # fmt: skip
-    per_image = bench_engines(cfg, n, args.k, chunk, variants, args.repeats)
-    shared = [v for v in per_image if v[0] != "separate" and v[2] == "float32"]
-    cot, kg, _ = min(shared, key=per_image.get)  # the fastest float32 engine
-    bench_estimators(cfg, n, args.k, chunk, cot, kg, args.repeats)
-    n_train = args.train_images or (16 if size == "paper" and on_cpu else 256)
-    rates = bench_training(cfg, n_train, 16, 1 if size == "paper" else 2,
-                           ("float32", "bfloat16"), baseline=True)  # fmt: skip
+    per_image, rates = {}, {}
+    if "engines" in args.parts:
+        per_image = bench_engines(cfg, n, args.k, chunk, variants, args.repeats)
+        shared = [v for v in per_image if v[0] != "separate" and v[2] == "float32"]
+        cot, kg, _ = min(shared, key=per_image.get)  # the fastest float32 engine
+    else:  # the presets' engines
+        cot, kg = groups, "im2col" if size == "paper" else "xla"
+    if "estimators" in args.parts:
+        bench_estimators(cfg, n, args.k, chunk, cot, kg, args.repeats)
+    if "training" in args.parts:
+        n_train = args.train_images or (16 if size == "paper" and on_cpu else 256)
+        rates = bench_training(cfg, n_train, 16, 1 if size == "paper" else 2,
+                               ("float32", "bfloat16"), baseline=True)  # fmt: skip
     bytes_, what = peak_memory_bytes()
     print(f"\n{what}: {bytes_ / 2**30:.2f} GiB")
-    if size == "paper":
+    if size == "paper" and per_image and rates:
         project_paper_preset(max(rates.values()), 1 / min(per_image.values()))
 
 
