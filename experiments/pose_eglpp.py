@@ -6,7 +6,7 @@
 
 Writes runs/<strategy>/seed_<s>/ (per-cycle results), rows.csv, table.md / table.csv,
 learning_curves.png and eglpp_neighbours.png to --out. --resume continues from the last finished
-cycle of every run. Run times: docs/pose.md. All logic: egltheory.studies.pose.
+cycle of every run. Run times: README.md, "Run times". All logic: egltheory.studies.pose.
 """
 
 from __future__ import annotations
