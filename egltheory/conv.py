@@ -22,13 +22,10 @@ any strides and padding, no dilation and no feature groups; every other call is 
 :func:`jax.lax.conv_general_dilated` unchanged. ``patches(x)`` holds ``k_h·k_w`` shifted copies of
 the input, built from strided slices (no FLOPs).
 
-Measured on a 2-core CPU (``benchmarks/bench_pose.py``, K = 30): EGL++ on the paper's 2-stack,
-256-channel hourglass at 256 px takes 9.6 s per image with this convolution against 15.5 s with
-XLA's kernel derivatives (cotangents in groups of 3, 1.6×); vmapped, 14.6 s against 22.6 s. On
-smaller models it is slower: 0.74× at 48 px / 32 channels (0.034 vs 0.025 s/image vmapped) and
-0.5–0.9× up to 128 px / 256 channels, where XLA's convolutions are not yet the bottleneck.
-Batch-summed training gradients do not gain (0.78× at 48 px). Use it where many per-example
-kernel gradients of a wide network on large feature maps share one forward.
+When it pays (measured by ``benchmarks/bench_pose.py``; numbers in docs/pose.md, "Benchmark"):
+where many per-example kernel gradients of a wide network on large feature maps share one
+forward, as in EGL++ on the paper's 256-channel hourglass at 256 px. On smaller models, and for
+batch-summed training gradients, XLA's own convolution derivatives are faster.
 """
 
 from __future__ import annotations
