@@ -111,9 +111,9 @@ def _negative_mll(params, static, X, y) -> jax.Array:
 def _optimise_hyperparameters(params, static, Xs, ys, steps: int, learning_rate: float):
     """Adam on the mean NLML of each replica; params stacked [M, ...], Xs [M, n, d], ys [M, n].
 
-    One compiled program: ``lax.map`` over the M replicas, ``lax.scan`` over steps. On XLA:CPU
-    ``lax.map`` measured ~2x faster than ``vmap`` here (5 GPs, n = 200, 100 steps: 22 s vs
-    38-58 s on the shared 2-core machine): the batched Cholesky gradient is the bottleneck.
+    One compiled program: ``lax.map`` over the M replicas, ``lax.scan`` over steps. ``lax.map``,
+    not ``vmap``: on XLA:CPU the batched Cholesky gradient of a vmapped fit is the bottleneck
+    (docs/ensembles.md).
     """
     optimiser = optax.adam(learning_rate)
     value_and_grad = jax.value_and_grad(_negative_mll)

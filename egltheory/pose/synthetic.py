@@ -294,8 +294,9 @@ def _noise_generator(key: np.ndarray, i: int) -> np.random.Generator:
 def _add_noise(
     flat: np.ndarray, std: float, rng: np.random.Generator, u: np.ndarray, z: np.ndarray
 ) -> None:
-    """``flat += std · N(0, 1)`` (float32 [N]) by Box–Muller from float32 uniforms (≈4× faster
-    than ``standard_normal``; |z| ≤ 5.8). Scratch: ``u`` [2m], ``z`` [m], m = ⌈N / 2⌉."""
+    """``flat += std · N(0, 1)`` (float32 [N]) by Box–Muller from float32 uniforms (faster than
+    ``standard_normal``, benchmarks/bench_render.py; |z| ≤ 5.8). Scratch: ``u`` [2m], ``z`` [m],
+    m = ⌈N / 2⌉."""
     m = len(z)
     rng.random(out=u, dtype=np.float32)
     radius, angle = u[:m], u[m:]
@@ -339,10 +340,10 @@ def _usable_cores() -> int:
 
 
 def _default_workers(size: int) -> int:
-    """Render threads by default: only from 128 px, at most 4. Per image, Python-side calls
-    (holding the GIL) cost about as much as a whole 16 px image, ~0.35 ms of CPU on the 2-core
-    dev machine: ~90% of a 48 px image, ~70% at 96 px, ~25% at 256 px, so threads can at most
-    give ~1.1×, 1.4× and 4× there. The images do not depend on it."""
+    """Render threads by default: only from 128 px, at most 4. Per image, the Python-side calls
+    hold the GIL for about the cost of a whole 16 px image, most of a small image's time, so
+    threads pay only for large images (benchmarks/bench_render.py). The images do not depend on
+    it."""
     return 1 if size < 128 else min(_usable_cores(), 4)
 
 
