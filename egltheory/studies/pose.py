@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from egltheory.active.checkpoint import finished_cycles, load_checkpoint
 from egltheory.eglpp import EGLPPOptions, NormEngine
 from egltheory.files import (
     DamagedFileError,
@@ -179,9 +180,7 @@ class PoseStudy:
             return
         seed = self.protocol.seeds[0]
         run = out / "runs" / strategy / f"seed_{seed}"
-        cycle = _last_checkpoint(run)
-        model = model_loader(self.model_config(pool))(run / f"checkpoint_{cycle:04d}.model")
-        labelled = read_pickle(run / f"checkpoint_{cycle:04d}.pkl")["labelled"]
+        cycle, labelled, model = _final_checkpoint(run, model_loader(self.model_config(pool)))
         cand = np.setdiff1d(np.arange(len(pool)), labelled)[: self.protocol.n_candidates]
         plot_eglpp_neighbours(
             model, pool, labelled, cand, self.eglpp.replace(estimator="exact"),
@@ -205,9 +204,7 @@ class PoseStudy:
             fit, held_out, sizes = [], [], set()
             for seed in self.protocol.seeds:
                 run = out / "runs" / strategy / f"seed_{seed}"
-                cycle = _last_checkpoint(run)
-                model = load(run / f"checkpoint_{cycle:04d}.model")
-                labelled = read_pickle(run / f"checkpoint_{cycle:04d}.pkl")["labelled"]
+                _, labelled, model = _final_checkpoint(run, load)
                 sizes.add(int(labelled.size))
                 fit.append(100 * evaluate(model, pool.subset(labelled))["mean"])
                 held_out.append(100 * evaluate(model, test)["mean"])
@@ -275,11 +272,13 @@ def model_loader(cfg: HourglassConfig):
     return load
 
 
-def _last_checkpoint(run: Path) -> int:
-    cycles = [int(p.stem.split("_")[1]) for p in run.glob("checkpoint_*.model")]
+def _final_checkpoint(run: Path, load) -> tuple[int, np.ndarray, PoseNet]:
+    """``(cycle, labelled indices, model)`` of a finished run's last checkpoint."""
+    cycles = finished_cycles(run) if run.is_dir() else []
     if not cycles:
-        raise FileNotFoundError(f"no checkpoint_*.model in {run}: the run has not finished")
-    return max(cycles)
+        raise FileNotFoundError(f"no finished cycle in {run}: the run has not finished")
+    checkpoint, model = load_checkpoint(run, cycles[-1], load)
+    return cycles[-1], checkpoint["labelled"], model
 
 
 def _mean_sd(values) -> str:
